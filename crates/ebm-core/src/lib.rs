@@ -1,0 +1,13 @@
+//! # ebm-core
+//!
+//! Energy-based models on libtorch (through `tch`).
+//!
+//! Sign convention: a model is `f(x)`, the unnormalised log-density, `p(x) = exp(f(x)) / Z`,
+//! and the energy is `E(x) = -f(x)`.
+
+pub mod autograd;
+pub mod energy;
+pub mod error;
+
+pub use energy::EnergyModel;
+pub use error::{EbmError, Result};

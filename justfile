@@ -1,0 +1,44 @@
+# ebm-rs tasks. `just --list` shows them all.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+cargo := "scripts/with-libtorch cargo"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create .venv with the torch wheel (libtorch for tch) and rust-just; a second run returns at once.
+setup:
+    @scripts/setup.sh
+
+# Build everything (release).
+build: setup
+    {{cargo}} build --workspace --release
+
+# Run the test suite (unit, integration and experiment smoke tests).
+test: setup
+    {{cargo}} test --workspace --release
+
+# Format check and clippy with warnings as errors.
+lint: setup
+    cargo fmt --all -- --check
+    {{cargo}} clippy --workspace --all-targets --release -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Build in release and run experiment EXP (a binary of crates/experiments), e.g. `just run exp_cd_vs_sm --quick`.
+run EXP *ARGS: setup
+    {{cargo}} run --release -q -p experiments --bin {{EXP}} -- {{ARGS}}
+
+# Benchmarks: Rust against the PyTorch eager reference, side by side (see BENCHMARKS.md).
+bench *ARGS: setup
+    {{cargo}} build --release -p experiments --bin bench
+    .venv/bin/python bench/run.py {{ARGS}}
+
+# Serve experiments/runs in TensorBoard on localhost (installs tensorboard into .venv on first use).
+tensorboard PORT="6006": setup
+    @.venv/bin/python -c 'import tensorboard' 2>/dev/null || .venv/bin/pip install --disable-pip-version-check -q tensorboard
+    mkdir -p experiments/runs
+    .venv/bin/tensorboard --logdir experiments/runs --host 127.0.0.1 --port {{PORT}}
