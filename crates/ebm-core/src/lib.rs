@@ -8,6 +8,7 @@
 pub mod autograd;
 pub mod energy;
 pub mod error;
+pub mod sampler;
 
 pub use energy::EnergyModel;
 pub use error::{EbmError, Result};
