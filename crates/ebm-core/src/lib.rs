@@ -8,6 +8,7 @@
 pub mod autograd;
 pub mod energy;
 pub mod error;
+pub mod objective;
 pub mod sampler;
 
 pub use energy::EnergyModel;
