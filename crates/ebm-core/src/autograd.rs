@@ -5,7 +5,7 @@
 use crate::energy::{check_input, EnergyModel};
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// `f` and its score at a point, from one forward and one backward pass.
 #[derive(Debug)]
@@ -154,7 +154,7 @@ pub fn log_ratio<M: EnergyModel + ?Sized>(m: &M, x1: &Tensor, x2: &Tensor) -> Re
 mod tests {
     use super::*;
     use crate::energy::{Gaussian, Mlp, MlpConfig};
-    use tch::{nn, Device};
+    use tch::{nn, Device, Kind};
 
     fn gaussian() -> Gaussian {
         // Non-diagonal Σ in 3-D.

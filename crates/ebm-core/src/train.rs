@@ -1,0 +1,610 @@
+//! One training loop for every objective: Adam, optional gradient clipping and EMA, periodic
+//! evaluation, metrics to a sink, atomic checkpoints, a divergence guard, and deterministic resume.
+//!
+//! Determinism: libtorch's RNG is re-seeded from `(seed, step)` at the start of every step, so a run
+//! resumed from a checkpoint at step `s` draws exactly the random numbers the uninterrupted run drew.
+
+use crate::energy::EnergyModel;
+use crate::error::{invalid, io_err, EbmError, Result};
+use crate::objective::Objective;
+use crate::optim::{Adam, AdamConfig, Ema};
+use ebm_log::MetricsSink;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tch::{nn, Kind, Tensor};
+
+/// What to do when the loss or the energies become non-finite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DivergencePolicy {
+    /// Stop with an error naming the step.
+    Stop,
+    /// Restore the last good state (kept in memory every `snapshot_every` steps), multiply the learning
+    /// rate by `lr_factor` and go on; stop after `max_retries` rollbacks.
+    Rollback {
+        /// Rollbacks allowed before giving up.
+        max_retries: usize,
+        /// Learning-rate multiplier applied at each rollback.
+        lr_factor: f64,
+    },
+}
+
+/// Training-loop configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of parameter updates.
+    pub iters: usize,
+    /// Data batch size.
+    pub batch_size: usize,
+    /// Adam settings.
+    pub optim: AdamConfig,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    /// EMA decay of the weights (e.g. 0.999); `None` disables it.
+    pub ema: Option<f64>,
+    /// Send training metrics to the sink every this many steps.
+    pub log_every: usize,
+    /// Call the evaluation callback every this many steps (0 = only at the end).
+    pub eval_every: usize,
+    /// Write a checkpoint every this many steps (0 = only at the end / on interruption).
+    pub checkpoint_every: usize,
+    /// How many checkpoints to keep on disk (oldest removed first).
+    pub keep_checkpoints: usize,
+    /// Keep an in-memory copy of the state every this many steps, for [`DivergencePolicy::Rollback`].
+    pub snapshot_every: usize,
+    /// Divergence guard.
+    pub on_divergence: DivergencePolicy,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            iters: 1000,
+            batch_size: 256,
+            optim: AdamConfig::default(),
+            grad_clip: None,
+            ema: None,
+            log_every: 10,
+            eval_every: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 2,
+            snapshot_every: 50,
+            on_divergence: DivergencePolicy::Stop,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every field's range.
+    pub fn validate(&self) -> Result<()> {
+        if self.iters == 0 {
+            return Err(invalid("train.iters", "must be ≥ 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("train.batch_size", "must be ≥ 1"));
+        }
+        self.optim.validate()?;
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0) {
+                return Err(invalid("train.grad_clip", format!("must be > 0, got {c}")));
+            }
+        }
+        if let Some(d) = self.ema {
+            if !(0.0..1.0).contains(&d) {
+                return Err(invalid("train.ema", format!("decay must be in [0, 1), got {d}")));
+            }
+        }
+        if self.log_every == 0 || self.snapshot_every == 0 {
+            return Err(invalid("train.log_every/snapshot_every", "must be ≥ 1"));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(invalid("train.keep_checkpoints", "must be ≥ 1"));
+        }
+        if let DivergencePolicy::Rollback { lr_factor, .. } = self.on_divergence {
+            if !(lr_factor > 0.0 && lr_factor < 1.0) {
+                return Err(invalid("train.on_divergence.lr_factor", format!("must be in (0, 1), got {lr_factor}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where training batches come from.
+pub trait DataSource {
+    /// A batch of `n` samples `[n, *event]` (on the model's device).
+    fn batch(&mut self, n: usize) -> Result<Tensor>;
+}
+
+/// Batches of rows drawn uniformly with replacement (libtorch's RNG) from a tensor `[N, *event]`.
+#[derive(Debug)]
+pub struct TensorData {
+    data: Tensor,
+}
+
+impl TensorData {
+    /// Wraps a non-empty, finite data tensor `[N, *event]`.
+    pub fn new(data: Tensor) -> Result<Self> {
+        if data.dim() < 2 || data.size()[0] == 0 {
+            return Err(invalid("data", format!("need a non-empty [N, ...] tensor, got shape {:?}", data.size())));
+        }
+        crate::energy::check_finite(&data, "training data")?;
+        Ok(TensorData { data })
+    }
+
+    /// The wrapped tensor.
+    pub fn data(&self) -> &Tensor {
+        &self.data
+    }
+}
+
+impl DataSource for TensorData {
+    fn batch(&mut self, n: usize) -> Result<Tensor> {
+        let idx = Tensor::randint(self.data.size()[0], [n as i64], (Kind::Int64, self.data.device()));
+        Ok(self.data.index_select(0, &idx))
+    }
+}
+
+/// Metrics of one step.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The step just taken (1-based: the number of updates done).
+    pub step: usize,
+    /// The loss.
+    pub loss: f64,
+    /// Objective metrics plus `param_grad_norm` and `lr`.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// How a [`Trainer::run`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOutcome {
+    /// Updates done in total (including those before a resume).
+    pub steps: usize,
+    /// True when the stop flag ended the run early (a checkpoint was written when a folder was set).
+    pub interrupted: bool,
+    /// Rollbacks made by the divergence guard.
+    pub rollbacks: usize,
+    /// The last checkpoint written, if any.
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+struct Snapshot {
+    step: usize,
+    tensors: Vec<(String, Tensor)>,
+    objective: Option<Tensor>,
+}
+
+/// Callback for periodic evaluation: `(step, model, sink)`.
+pub type EvalFn<'e> = dyn FnMut(usize, &dyn EnergyModel, &mut dyn MetricsSink) -> Result<()> + 'e;
+
+/// The training loop.
+pub struct Trainer<'a> {
+    cfg: TrainConfig,
+    vs: &'a nn::VarStore,
+    model: &'a dyn EnergyModel,
+    objective: Box<dyn Objective>,
+    params: Vec<(String, Tensor)>,
+    adam: Adam,
+    ema: Option<Ema>,
+    step: usize,
+    seed: u64,
+    ckpt_dir: Option<PathBuf>,
+    stop: Option<Arc<AtomicBool>>,
+    snapshot: Option<Snapshot>,
+    rollbacks: usize,
+}
+
+/// Mixes the run seed and the step into the seed of that step.
+fn step_seed(seed: u64, step: usize) -> i64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+const FORMAT: u32 = 1;
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `model`, whose trainable parameters live in `vs`.
+    pub fn new(
+        cfg: TrainConfig,
+        vs: &'a nn::VarStore,
+        model: &'a dyn EnergyModel,
+        objective: Box<dyn Objective>,
+        seed: u64,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut params: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        if params.is_empty() {
+            return Err(invalid("model", "has no trainable parameters"));
+        }
+        let adam = Adam::new(cfg.optim.clone(), params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())?;
+        let ema = cfg.ema.map(|d| Ema::new(d, &params)).transpose()?;
+        Ok(Trainer {
+            cfg,
+            vs,
+            model,
+            objective,
+            params,
+            adam,
+            ema,
+            step: 0,
+            seed,
+            ckpt_dir: None,
+            stop: None,
+            snapshot: None,
+            rollbacks: 0,
+        })
+    }
+
+    /// Writes checkpoints into `dir` (created if missing).
+    pub fn with_checkpoints(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        self.ckpt_dir = Some(dir);
+        Ok(self)
+    }
+
+    /// A flag that, once set (e.g. by a SIGINT handler), ends [`Trainer::run`] after the current step.
+    pub fn with_stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Updates done so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> &dyn Objective {
+        self.objective.as_ref()
+    }
+
+    /// The current learning rate (lowered by rollbacks).
+    pub fn lr(&self) -> f64 {
+        self.adam.cfg.lr
+    }
+
+    /// Runs `f` with the EMA weights swapped into the model (or the raw weights when EMA is off).
+    pub fn with_ema_weights<T>(&mut self, f: impl FnOnce(&dyn EnergyModel) -> T) -> T {
+        if let Some(e) = self.ema.as_mut() {
+            e.swap(&self.params);
+        }
+        let out = f(self.model);
+        if let Some(e) = self.ema.as_mut() {
+            e.swap(&self.params);
+        }
+        out
+    }
+
+    /// One update on one batch. Errors with [`EbmError::Diverged`] if the loss or metrics are not finite
+    /// (the parameters are then left untouched).
+    pub fn train_step(&mut self, batch: &Tensor) -> Result<StepReport> {
+        let out = self.objective.loss(self.model, batch)?;
+        let loss = f64::try_from(&out.loss)?;
+        let next = self.step + 1;
+        if !loss.is_finite() {
+            return Err(EbmError::Diverged { step: next, msg: format!("loss is {loss}") });
+        }
+        if let Some((name, v)) = out.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(EbmError::Diverged { step: next, msg: format!("{name} is {v}") });
+        }
+        self.adam.zero_grad();
+        out.loss.backward();
+        let gn = self.adam.grad_norm();
+        if !gn.is_finite() {
+            self.adam.zero_grad();
+            return Err(EbmError::Diverged { step: next, msg: format!("parameter gradient norm is {gn}") });
+        }
+        if let Some(c) = self.cfg.grad_clip {
+            self.adam.clip_grad_norm(gn, c);
+        }
+        self.adam.step();
+        if let Some(e) = self.ema.as_mut() {
+            e.update(&self.params);
+        }
+        self.step = next;
+        let mut metrics: Vec<(String, f64)> = out.metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        metrics.push(("param_grad_norm".into(), gn));
+        Ok(StepReport { step: next, loss, metrics })
+    }
+
+    /// Trains until `cfg.iters` updates are done (continuing from a resumed step), calling `eval` every
+    /// `eval_every` steps and at the end, and checkpointing every `checkpoint_every` steps and at the end.
+    pub fn run(
+        &mut self,
+        data: &mut dyn DataSource,
+        sink: &mut dyn MetricsSink,
+        mut eval: Option<&mut EvalFn<'_>>,
+    ) -> Result<TrainOutcome> {
+        let mut last_checkpoint = None;
+        let mut interrupted = false;
+        self.take_snapshot();
+        while self.step < self.cfg.iters {
+            tch::manual_seed(step_seed(self.seed, self.step));
+            let batch = data.batch(self.cfg.batch_size)?;
+            let report = match self.train_step(&batch) {
+                Ok(r) => r,
+                Err(EbmError::Diverged { step, msg }) => {
+                    sink.scalar("train/divergence", step as u64, 1.0).map_err(log_err)?;
+                    self.handle_divergence(step, msg)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let s = report.step;
+            if s % self.cfg.log_every == 0 || s == self.cfg.iters {
+                sink.scalar("train/loss", s as u64, report.loss).map_err(log_err)?;
+                for (k, v) in &report.metrics {
+                    sink.scalar(&format!("train/{k}"), s as u64, *v).map_err(log_err)?;
+                }
+                sink.scalar("train/lr", s as u64, self.adam.cfg.lr).map_err(log_err)?;
+            }
+            if s % self.cfg.snapshot_every == 0 {
+                self.take_snapshot();
+            }
+            if let Some(ev) = eval.as_deref_mut() {
+                if (self.cfg.eval_every > 0 && s % self.cfg.eval_every == 0) || s == self.cfg.iters {
+                    ev(s, self.model, sink)?;
+                }
+            }
+            let stop_now = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+            let periodic = self.cfg.checkpoint_every > 0 && s % self.cfg.checkpoint_every == 0;
+            if self.ckpt_dir.is_some() && (periodic || s == self.cfg.iters || stop_now) {
+                last_checkpoint = Some(self.save_checkpoint()?);
+            }
+            if stop_now {
+                interrupted = true;
+                break;
+            }
+        }
+        sink.flush().map_err(log_err)?;
+        Ok(TrainOutcome { steps: self.step, interrupted, rollbacks: self.rollbacks, last_checkpoint })
+    }
+
+    fn handle_divergence(&mut self, step: usize, msg: String) -> Result<()> {
+        match self.cfg.on_divergence {
+            DivergencePolicy::Stop => Err(EbmError::Diverged {
+                step,
+                msg: format!("{msg}; lower the learning rate or the Langevin step, or set on_divergence = rollback"),
+            }),
+            DivergencePolicy::Rollback { max_retries, lr_factor } => {
+                if self.rollbacks >= max_retries {
+                    return Err(EbmError::Diverged { step, msg: format!("{msg}; gave up after {max_retries} rollbacks") });
+                }
+                let snap = self.snapshot.as_ref().expect("a snapshot is taken before the first step");
+                let by_name: HashMap<_, _> = snap.tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+                let objective_state = snap.objective.as_ref().map(|t| t.copy());
+                let snap_step = snap.step;
+                self.restore(&by_name)?;
+                if let Some(st) = objective_state {
+                    self.objective.load_state(st)?;
+                }
+                self.step = snap_step;
+                self.rollbacks += 1;
+                self.adam.cfg.lr *= lr_factor;
+                eprintln!(
+                    "warning: training diverged at step {step} ({msg}); rolled back to step {snap_step}, lr now {:.3e} \
+                     (rollback {}/{max_retries})",
+                    self.adam.cfg.lr, self.rollbacks
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn take_snapshot(&mut self) {
+        let tensors = self.state_tensors().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+        let objective = self.objective.state().map(|t| t.copy());
+        self.snapshot = Some(Snapshot { step: self.step, tensors, objective });
+    }
+
+    /// Every tensor of the training state: model variables (`model.<name>`), optimiser, EMA.
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> =
+            self.vs.variables().into_iter().map(|(k, t)| (format!("model.{k}"), t)).collect();
+        v.extend(self.adam.state());
+        if let Some(e) = &self.ema {
+            v.extend(e.shadow().iter().map(|(k, t)| (format!("ema.{k}"), t.shallow_clone())));
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn restore(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+        let vars = self.vs.variables();
+        for (name, var) in &vars {
+            let key = format!("model.{name}");
+            let src = state.get(&key).ok_or_else(|| {
+                invalid("checkpoint", format!("has no tensor for model variable '{name}': is it from a different architecture?"))
+            })?;
+            if src.size() != var.size() {
+                return Err(invalid(
+                    "checkpoint",
+                    format!(
+                        "variable '{name}' has shape {:?} in the checkpoint but {:?} in the model: a different architecture",
+                        src.size(),
+                        var.size()
+                    ),
+                ));
+            }
+        }
+        let extra: Vec<_> =
+            state.keys().filter_map(|k| k.strip_prefix("model.")).filter(|k| !vars.contains_key(*k)).collect();
+        if let Some(k) = extra.first() {
+            return Err(invalid("checkpoint", format!("has variable '{k}' that the model lacks: a different architecture")));
+        }
+        tch::no_grad(|| {
+            for (name, var) in &vars {
+                let _ = var.shallow_clone().copy_(&state[&format!("model.{name}")]);
+            }
+        });
+        self.adam.load_state(state)?;
+        if let Some(e) = self.ema.as_mut() {
+            let shadow: Vec<(String, Tensor)> = e.shadow().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+            for (k, t) in shadow {
+                let src = state.get(&format!("ema.{k}")).ok_or_else(|| invalid("checkpoint", format!("missing ema.{k}")))?;
+                tch::no_grad(|| t.shallow_clone().copy_(src));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint for the current step atomically: files go to a temporary folder that is
+    /// fsynced and renamed to `step-NNNNNNNN`; only then are old checkpoints beyond `keep_checkpoints`
+    /// removed. Returns the checkpoint folder.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let dir = self.ckpt_dir.as_ref().ok_or_else(|| invalid("checkpoint", "no checkpoint folder set"))?;
+        let name = format!("step-{:08}", self.step);
+        let fin = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+        let result = (|| {
+            let mut tensors = self.state_tensors();
+            if let Some(st) = self.objective.state() {
+                tensors.push(("objective.state".into(), st));
+            }
+            let tensors: Vec<(String, Tensor)> =
+                tensors.into_iter().map(|(k, t)| (k, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+            let st_path = tmp.join("state.safetensors");
+            Tensor::write_safetensors(&tensors, &st_path)
+                .map_err(|e| EbmError::Io { path: st_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+            let meta = CheckpointMeta {
+                format: FORMAT,
+                step: self.step,
+                seed: self.seed,
+                lr: self.adam.cfg.lr,
+                rollbacks: self.rollbacks,
+                objective: self.objective.name(),
+            };
+            let meta_path = tmp.join("meta.json");
+            std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
+                .map_err(|e| io_err(&meta_path, e))?;
+            for p in [&st_path, &meta_path] {
+                std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| io_err(p, e))?;
+            }
+            if fin.exists() {
+                std::fs::remove_dir_all(&fin).map_err(|e| io_err(&fin, e))?;
+            }
+            std::fs::rename(&tmp, &fin).map_err(|e| io_err(&fin, e))?;
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let mut all = list_checkpoints(dir)?;
+        while all.len() > self.cfg.keep_checkpoints {
+            let (_, old) = all.remove(0);
+            std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+        }
+        Ok(fin)
+    }
+
+    /// Restores model, optimiser, EMA, objective state, step and learning rate from a checkpoint folder
+    /// (`step-NNNNNNNN`) or from the newest checkpoint in a checkpoints folder. Nothing is changed if the
+    /// checkpoint is corrupt or from another architecture.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
+        let dir = if path.join("meta.json").exists() {
+            path.to_path_buf()
+        } else {
+            list_checkpoints(path)?
+                .pop()
+                .map(|(_, p)| p)
+                .ok_or_else(|| invalid("resume", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display())))?
+        };
+        let meta_path = dir.join("meta.json");
+        let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+        let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(|e| EbmError::Data {
+            path: meta_path.display().to_string(),
+            msg: format!("corrupt checkpoint metadata: {e}"),
+        })?;
+        if meta.format != FORMAT {
+            return Err(invalid("checkpoint", format!("format {} is not supported (expected {FORMAT})", meta.format)));
+        }
+        let st_path = dir.join("state.safetensors");
+        let tensors = Tensor::read_safetensors(&st_path).map_err(|e| EbmError::Data {
+            path: st_path.display().to_string(),
+            msg: format!("corrupt or truncated checkpoint: {e}"),
+        })?;
+        let device = self.params[0].1.device();
+        let mut state: HashMap<String, Tensor> = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
+        let objective_state = state.remove("objective.state");
+        // validate everything before touching anything: restore into a scratch copy first
+        let backup: HashMap<String, Tensor> =
+            self.state_tensors().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
+        if let Err(e) = self.restore(&state) {
+            let _ = self.restore(&backup);
+            return Err(e);
+        }
+        if let Some(st) = objective_state {
+            if let Err(e) = self.objective.load_state(st) {
+                let _ = self.restore(&backup);
+                return Err(e);
+            }
+        }
+        self.step = meta.step;
+        self.adam.cfg.lr = meta.lr;
+        self.rollbacks = meta.rollbacks;
+        Ok(meta.step)
+    }
+}
+
+fn log_err(e: ebm_log::LogError) -> EbmError {
+    EbmError::Io { path: "metrics sink".into(), source: std::io::Error::other(e.to_string()) }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    format: u32,
+    step: usize,
+    seed: u64,
+    lr: f64,
+    rollbacks: usize,
+    objective: String,
+}
+
+/// The checkpoints in `dir`, oldest first, as `(step, path)`.
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
+    let mut out: Vec<(usize, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A sink that keeps every scalar in memory as `(tag, step, value)`: handy in tests and notebooks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MemorySink {
+    /// The scalars in the order they arrived.
+    pub scalars: Vec<(String, u64, f64)>,
+}
+
+impl MetricsSink for MemorySink {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> ebm_log::Result<()> {
+        self.scalars.push((tag.to_string(), step, value));
+        Ok(())
+    }
+    fn flush(&mut self) -> ebm_log::Result<()> {
+        Ok(())
+    }
+}
