@@ -1,0 +1,587 @@
+//! Metrics sinks used by the trainer: TensorBoard, CSV, progress bar, and a fan-out.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::{LogError, Result};
+use crate::fsutil::write_atomic;
+use crate::histogram::Histogram;
+use crate::tensorboard::TensorBoardWriter;
+
+/// Where the trainer sends its metrics.
+///
+/// `scalar` and `flush` are required; the image, text and histogram hooks default to doing
+/// nothing, so sinks that cannot show them (CSV, progress bar) ignore them.
+pub trait MetricsSink {
+    /// Records `value` for `tag` at `step`.
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()>;
+
+    /// Makes everything recorded so far durable (on disk for file sinks).
+    fn flush(&mut self) -> Result<()>;
+
+    /// Records several scalars of one step (default: one [`MetricsSink::scalar`] call each).
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        for &(tag, v) in values {
+            self.scalar(tag, step, v)?;
+        }
+        Ok(())
+    }
+
+    /// Records an image (default: ignored).
+    fn image(&mut self, _tag: &str, _step: u64, _image: &RgbImage) -> Result<()> {
+        Ok(())
+    }
+
+    /// Records markdown text (default: ignored).
+    fn text(&mut self, _tag: &str, _step: u64, _markdown: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Records a histogram (default: ignored).
+    fn histogram(&mut self, _tag: &str, _step: u64, _histogram: &Histogram) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: MetricsSink + ?Sized> MetricsSink for Box<S> {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        (**self).scalar(tag, step, value)
+    }
+    fn flush(&mut self) -> Result<()> {
+        (**self).flush()
+    }
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        (**self).scalars(step, values)
+    }
+    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
+        (**self).image(tag, step, image)
+    }
+    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
+        (**self).text(tag, step, markdown)
+    }
+    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
+        (**self).histogram(tag, step, histogram)
+    }
+}
+
+impl MetricsSink for TensorBoardWriter {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        self.add_scalar(tag, step, value)
+    }
+    fn flush(&mut self) -> Result<()> {
+        TensorBoardWriter::flush(self)
+    }
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        self.add_scalars(step, values)
+    }
+    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
+        self.add_image(tag, step, image)
+    }
+    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
+        self.add_text(tag, step, markdown)
+    }
+    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
+        self.add_histogram_buckets(tag, step, histogram)
+    }
+}
+
+/// Sends everything to several sinks. Every sink is called even when an earlier one fails; the
+/// first error is returned.
+#[derive(Default)]
+pub struct MultiSink {
+    sinks: Vec<Box<dyn MetricsSink>>,
+}
+
+impl MultiSink {
+    /// Combines `sinks`.
+    pub fn new(sinks: Vec<Box<dyn MetricsSink>>) -> Self {
+        MultiSink { sinks }
+    }
+
+    /// Adds a sink.
+    pub fn push(&mut self, sink: Box<dyn MetricsSink>) {
+        self.sinks.push(sink);
+    }
+
+    /// Number of sinks.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// Whether there is no sink.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut dyn MetricsSink) -> Result<()>) -> Result<()> {
+        let mut first = None;
+        for s in &mut self.sinks {
+            if let Err(e) = f(s.as_mut()) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl MetricsSink for MultiSink {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        self.each(|s| s.scalar(tag, step, value))
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.each(|s| s.flush())
+    }
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+        self.each(|s| s.scalars(step, values))
+    }
+    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
+        self.each(|s| s.image(tag, step, image))
+    }
+    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
+        self.each(|s| s.text(tag, step, markdown))
+    }
+    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
+        self.each(|s| s.histogram(tag, step, histogram))
+    }
+}
+
+/// Formats a metric value for CSV: the shortest text that parses back to the same `f64`
+/// (`0.1`, `1.0`, `1e-7`, `NaN`, `inf`).
+fn csv_number(v: f64) -> String {
+    format!("{v:?}")
+}
+
+/// Writes metrics as CSV, one row per step: `step,<tag1>,<tag2>,...`.
+///
+/// * Values arriving for one step are collected; the row is written when a value for a different
+///   step arrives (normally the next one), or on [`MetricsSink::flush`] / drop. A tag logged twice
+///   in one step keeps its last value. Missing values are empty cells.
+/// * The header is the tags of the first complete step, in order of first appearance, unless
+///   columns were given up front with [`CsvSink::with_columns`].
+/// * A tag first seen later adds a column at the end: the file is rewritten (atomically) with
+///   the wider header and empty cells for the earlier rows, so logging an eval metric only every
+///   k steps just works. This is rare (once per new tag) but costs a re-read of the file.
+/// * `flush` writes the pending row, so values for the same step logged after a flush start a
+///   second row with the same step number.
+pub struct CsvSink {
+    path: PathBuf,
+    columns: Vec<String>,
+    header_written: bool,
+    out: Option<BufWriter<File>>,
+    pending_step: Option<u64>,
+    pending: Vec<(String, f64)>,
+}
+
+impl std::fmt::Debug for CsvSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvSink")
+            .field("path", &self.path)
+            .field("columns", &self.columns)
+            .finish()
+    }
+}
+
+fn csv_line(fields: &[String]) -> Result<Vec<u8>, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(fields).map_err(|e| e.to_string())?;
+    w.into_inner().map_err(|e| e.to_string())
+}
+
+impl CsvSink {
+    /// Creates (or truncates) the CSV file at `path`; the header comes from the first step.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| LogError::io("create", path, e))?;
+        Ok(CsvSink {
+            path: path.to_path_buf(),
+            columns: Vec::new(),
+            header_written: false,
+            out: Some(BufWriter::new(file)),
+            pending_step: None,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Creates the CSV file with a fixed header `step,<columns...>` written at once.
+    pub fn with_columns(path: &Path, columns: &[&str]) -> Result<Self> {
+        let mut sink = Self::create(path)?;
+        for c in columns {
+            if !sink.columns.iter().any(|x| x == c) {
+                sink.columns.push(c.to_string());
+            }
+        }
+        sink.write_header()?;
+        Ok(sink)
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The metric columns so far (without the leading `step`).
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn csv_err(&self, msg: impl std::fmt::Display) -> LogError {
+        LogError::Csv {
+            path: self.path.clone(),
+            msg: msg.to_string(),
+        }
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self.out.as_mut().ok_or_else(|| LogError::Csv {
+            path: self.path.clone(),
+            msg: "file is not open (an earlier rewrite failed)".into(),
+        })?;
+        out.write_all(bytes)
+            .map_err(|e| LogError::io("write", &self.path, e))
+    }
+
+    fn header_fields(&self) -> Vec<String> {
+        std::iter::once("step".to_string())
+            .chain(self.columns.iter().cloned())
+            .collect()
+    }
+
+    fn write_header(&mut self) -> Result<()> {
+        let line = csv_line(&self.header_fields()).map_err(|e| self.csv_err(e))?;
+        self.write_bytes(&line)?;
+        self.header_written = true;
+        Ok(())
+    }
+
+    /// Rewrites the file with the current (wider) header, padding earlier rows.
+    fn rewrite_with_new_columns(&mut self) -> Result<()> {
+        if let Some(mut out) = self.out.take() {
+            out.flush()
+                .map_err(|e| LogError::io("write", &self.path, e))?;
+        }
+        let old = std::fs::read(&self.path).map_err(|e| LogError::io("read", &self.path, e))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(old.as_slice());
+        let width = self.columns.len() + 1;
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(self.header_fields())
+            .map_err(|e| self.csv_err(e))?;
+        for rec in reader.records() {
+            let rec = rec.map_err(|e| self.csv_err(e))?;
+            let mut fields: Vec<&str> = rec.iter().collect();
+            fields.resize(width, "");
+            w.write_record(&fields).map_err(|e| self.csv_err(e))?;
+        }
+        let bytes = w.into_inner().map_err(|e| self.csv_err(e))?;
+        write_atomic(&self.path, &bytes)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| LogError::io("open", &self.path, e))?;
+        self.out = Some(BufWriter::new(file));
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        let Some(step) = self.pending_step.take() else {
+            return Ok(());
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let before = self.columns.len();
+        for (tag, _) in &pending {
+            if !self.columns.contains(tag) {
+                self.columns.push(tag.clone());
+            }
+        }
+        if !self.header_written {
+            self.write_header()?;
+        } else if self.columns.len() > before {
+            self.rewrite_with_new_columns()?;
+        }
+        let mut fields = vec![String::new(); self.columns.len() + 1];
+        fields[0] = step.to_string();
+        for (tag, v) in &pending {
+            let i = self
+                .columns
+                .iter()
+                .position(|c| c == tag)
+                .expect("added above");
+            fields[i + 1] = csv_number(*v);
+        }
+        let line = csv_line(&fields).map_err(|e| self.csv_err(e))?;
+        self.write_bytes(&line)
+    }
+}
+
+impl MetricsSink for CsvSink {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        if self.pending_step.is_some_and(|s| s != step) {
+            self.write_pending()?;
+        }
+        self.pending_step = Some(step);
+        match self.pending.iter_mut().find(|(t, _)| t == tag) {
+            Some(slot) => slot.1 = value,
+            None => self.pending.push((tag.to_string(), value)),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.write_pending()?;
+        if let Some(out) = self.out.as_mut() {
+            out.flush()
+                .map_err(|e| LogError::io("write", &self.path, e))?;
+            out.get_ref()
+                .sync_data()
+                .map_err(|e| LogError::io("fsync", &self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CsvSink {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
+        if let Some(out) = self.out.as_mut() {
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Formats a metric value for a progress message: 4 decimals in `[1e-3, 1e4)`, else scientific.
+fn short_number(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-3..1e4).contains(&a) {
+        format!("{v:.4}")
+    } else if v.is_finite() {
+        format!("{v:.3e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A terminal progress bar (indicatif) whose message shows the latest value of every tag, e.g.
+/// `loss=0.1234 lr=1.000e-4`.
+///
+/// The bar's position is the latest step. When the output is not a terminal indicatif draws
+/// nothing; [`ProgressSink::with_print_every`] then prints a plain line every `n` steps instead
+/// (handy in CI logs).
+pub struct ProgressSink {
+    bar: ProgressBar,
+    latest: Vec<(String, f64)>,
+    print_every: Option<u64>,
+    last_printed: Option<u64>,
+}
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressSink")
+            .field("latest", &self.latest)
+            .finish()
+    }
+}
+
+impl ProgressSink {
+    /// A bar drawn on stderr; `total_steps` gives a bar with ETA, `None` a spinner.
+    pub fn new(total_steps: Option<u64>) -> Self {
+        Self::with_target(total_steps, ProgressDrawTarget::stderr())
+    }
+
+    /// A bar drawn on stdout.
+    pub fn stdout(total_steps: Option<u64>) -> Self {
+        Self::with_target(total_steps, ProgressDrawTarget::stdout())
+    }
+
+    /// A bar that draws nothing (tests, quiet runs); the message is still kept.
+    pub fn hidden(total_steps: Option<u64>) -> Self {
+        Self::with_target(total_steps, ProgressDrawTarget::hidden())
+    }
+
+    fn with_target(total_steps: Option<u64>, target: ProgressDrawTarget) -> Self {
+        let bar = ProgressBar::with_draw_target(total_steps, target);
+        let template = if total_steps.is_some() {
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta}) {msg}"
+        } else {
+            "{spinner} [{elapsed_precise}] step {pos} {msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Self::with_bar(bar)
+    }
+
+    /// Wraps an existing bar (its style and target are kept).
+    pub fn with_bar(bar: ProgressBar) -> Self {
+        ProgressSink {
+            bar,
+            latest: Vec::new(),
+            print_every: None,
+            last_printed: None,
+        }
+    }
+
+    /// Also prints `step N: <message>` to stdout every `n` steps when the bar is hidden (output
+    /// is not a terminal). `n = 0` turns it off.
+    pub fn with_print_every(mut self, n: u64) -> Self {
+        self.print_every = (n > 0).then_some(n);
+        self
+    }
+
+    /// The bar.
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
+
+    /// The current message, e.g. `loss=0.1234 acc=0.9000`.
+    pub fn message(&self) -> String {
+        self.latest
+            .iter()
+            .map(|(t, v)| format!("{t}={}", short_number(*v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Finishes the bar, leaving it on screen.
+    pub fn finish(&self) {
+        self.bar.finish();
+    }
+}
+
+impl MetricsSink for ProgressSink {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        match self.latest.iter_mut().find(|(t, _)| t == tag) {
+            Some(slot) => slot.1 = value,
+            None => self.latest.push((tag.to_string(), value)),
+        }
+        self.bar.set_position(step);
+        let msg = self.message();
+        if let Some(n) = self.print_every {
+            if self.bar.is_hidden()
+                && step.checked_rem(n) == Some(0)
+                && self.last_printed != Some(step)
+            {
+                self.last_printed = Some(step);
+                println!("step {step}: {msg}");
+            }
+        }
+        self.bar.set_message(msg);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.bar.tick();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn csv_rows_per_step_and_header_from_first_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.csv");
+        let mut s = CsvSink::create(&p).unwrap();
+        s.scalar("loss", 0, 1.5).unwrap();
+        s.scalar("lr", 0, 0.1).unwrap();
+        s.scalar("loss", 1, 0.75).unwrap();
+        s.scalar("lr", 1, 1e-7).unwrap();
+        s.scalar("loss", 2, f64::NAN).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "step,loss,lr\n0,1.5,0.1\n1,0.75,1e-7\n2,NaN,\n"
+        );
+        assert_eq!(s.columns(), ["loss", "lr"]);
+    }
+
+    #[test]
+    fn csv_new_tag_later_widens_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.csv");
+        {
+            let mut s = CsvSink::create(&p).unwrap();
+            s.scalar("loss", 0, 2.0).unwrap();
+            s.scalar("loss", 1, 1.0).unwrap();
+            s.scalar("eval,nll", 1, 3.0).unwrap();
+            s.scalar("loss", 1, 0.5).unwrap(); // last value of a step wins
+            s.scalar("loss", 2, 0.25).unwrap();
+        } // drop writes the pending row
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "step,loss,\"eval,nll\"\n0,2.0,\n1,0.5,3.0\n2,0.25,\n"
+        );
+    }
+
+    #[test]
+    fn csv_with_fixed_columns_writes_header_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.csv");
+        let mut s = CsvSink::with_columns(&p, &["a", "b"]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,a,b\n");
+        s.scalar("b", 5, 2.0).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,a,b\n5,,2.0\n");
+    }
+
+    #[test]
+    fn csv_in_unwritable_folder_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let p = file.join("metrics.csv");
+        let err = CsvSink::create(&p).unwrap_err().to_string();
+        assert!(err.contains(&p.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn progress_message_shows_latest_values() {
+        let mut s = ProgressSink::hidden(Some(100));
+        s.scalar("loss", 3, 0.123456).unwrap();
+        s.scalar("lr", 3, 1e-4).unwrap();
+        s.scalar("loss", 4, 0.5).unwrap();
+        assert_eq!(s.message(), "loss=0.5000 lr=1.000e-4");
+        assert_eq!(s.bar().position(), 4);
+        assert_eq!(s.bar().message(), "loss=0.5000 lr=1.000e-4");
+    }
+
+    struct Recorder(Rc<RefCell<Vec<String>>>, bool);
+    impl MetricsSink for Recorder {
+        fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+            self.0.borrow_mut().push(format!("{tag}@{step}={value}"));
+            if self.1 {
+                Err(LogError::invalid("boom"))
+            } else {
+                Ok(())
+            }
+        }
+        fn flush(&mut self) -> Result<()> {
+            self.0.borrow_mut().push("flush".into());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn multi_sink_calls_every_sink_and_returns_first_error() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut m = MultiSink::new(vec![
+            Box::new(Recorder(log.clone(), true)),
+            Box::new(Recorder(log.clone(), false)),
+        ]);
+        let err = m.scalar("x", 1, 2.0).unwrap_err();
+        assert!(err.to_string().contains("boom"));
+        m.flush().unwrap();
+        m.text("t", 0, "ignored by default").unwrap();
+        assert_eq!(*log.borrow(), ["x@1=2", "x@1=2", "flush", "flush"]);
+        assert_eq!(m.len(), 2);
+    }
+}
