@@ -1,5 +1,8 @@
-//! Shared helpers for the ebm-rs experiment binaries: device and seed selection, run folders, configs.
+//! Shared helpers for the ebm-rs experiment binaries: device and seed selection, configs, and the
+//! experiments themselves as library modules (so tests can call them).
 
+pub mod cd_vs_sm;
+pub mod config;
 pub mod device;
 
 pub use device::{CommonArgs, DeviceArg};

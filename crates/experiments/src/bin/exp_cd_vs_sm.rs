@@ -1,17 +1,85 @@
-//! Placeholder for the main experiment (CD-k vs PCD vs score matching); prints the device.
-use clap::Parser;
-use experiments::device::{init, CommonArgs};
+//! `exp_cd_vs_sm`: CD-k vs persistent CD vs replay buffer vs score matching on 2-D densities.
+//! Run `just run exp_cd_vs_sm --help` for the flags.
 
-/// CD-k vs persistent CD vs score matching on 2-D densities.
-#[derive(Parser)]
+use anyhow::Result;
+use clap::Parser;
+use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig};
+use experiments::config;
+use experiments::DeviceArg;
+use std::path::PathBuf;
+
+/// CD-k vs persistent CD vs score matching, side by side, on 2-D densities with exact answers.
+#[derive(Parser, Debug)]
+#[command(version)]
 struct Cli {
-    #[command(flatten)]
-    common: CommonArgs,
+    /// Config file (default: experiments/exp_cd_vs_sm.toml when it exists, else built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Datasets, comma separated (toy names or CSV files of x,y points).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Option<Vec<String>>,
+    /// Methods, comma separated: cd1, cdk, pcd, replay, sm_exact, sm_hutchinson, sm_sliced, dsm.
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    /// Parameter updates per method.
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Device: auto, cpu, cuda, cuda:N.
+    #[arg(long)]
+    device: Option<DeviceArg>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// CPU threads for libtorch.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Root folder for runs (default experiments/runs).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Name of the run folder (default: a timestamp).
+    #[arg(long)]
+    run_name: Option<String>,
+    /// A smoke run of about a minute: same datasets and methods, tiny budget.
+    #[arg(long)]
+    quick: bool,
+    /// Override any config field: --set train.optim.lr=3e-4 --set cd.langevin.step_size=0.01
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
-    let c = &cli.common;
-    init(c.device.unwrap_or_default(), c.seed.unwrap_or(0), c.threads)?;
+    let path = cli.config.clone().or_else(default_config_path);
+    let mut cfg: CdVsSmConfig = config::load(path.as_deref(), &cli.set)?;
+    if let Some(v) = cli.datasets {
+        cfg.datasets = v;
+    }
+    if let Some(v) = cli.methods {
+        cfg.methods = v;
+    }
+    if let Some(v) = cli.iters {
+        cfg.train.iters = v;
+    }
+    if let Some(v) = cli.device {
+        cfg.device = v;
+    }
+    if let Some(v) = cli.seed {
+        cfg.seed = v;
+    }
+    if let Some(v) = cli.threads {
+        cfg.threads = v;
+    }
+    if let Some(v) = cli.out {
+        cfg.out = v;
+    }
+    if cli.run_name.is_some() {
+        cfg.run_name = cli.run_name;
+    }
+    if cli.quick {
+        cfg.make_quick();
+    }
+    let (dir, rows) = run(&cfg)?;
+    eprintln!("ebm-rs: {} runs done; results in {}", rows.len(), dir.display());
+    eprintln!("        view the curves with: just tensorboard   (then open http://127.0.0.1:6006)");
     Ok(())
 }

@@ -1,0 +1,342 @@
+//! Benchmarks of the ebm-core hot loops (W1, W2, W3 of BENCHMARKS.md), timed the way `bench/run.py`
+//! compares them with the PyTorch eager reference in `bench/reference.py`.
+//!
+//! Prints one JSON object per line on stdout, e.g.
+//! `{"impl":"rust","workload":"w1","case":"pcd","repeat":0,"iters":200,"seconds":1.2,"ms_per_iter":6.0,"per_s":166.7,"unit":"it/s"}`.
+//! W1 adds a `pcd_quality` line (KL after training), W2 a `hutchinson_variance` line per dimension.
+//!
+//! Every workload uses the library as a user would: W1 is `Contrastive` (replay buffer) plus `Adam`,
+//! W2 is `ScoreMatching` plus `Adam`, W3 is `Langevin::run` on `ConvEnergy`.
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use ebm_core::autograd::{hessian_trace_exact, hessian_trace_hutchinson, Probe};
+use ebm_core::energy::{Activation, ConvConfig, ConvEnergy, EnergyModel, Mlp, MlpConfig};
+use ebm_core::objective::{Contrastive, ContrastiveConfig, Negatives, Objective, ScoreMatching, SmMethod};
+use ebm_core::optim::{Adam, AdamConfig};
+use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Sampler};
+use serde_json::{json, Value};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Which workload to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// PCD with a replay buffer on 8 Gaussians (MLP 2-128-128-1).
+    W1,
+    /// Score matching training steps versus the input dimension (MLP D-256-256-1).
+    W2,
+    /// 60 Langevin steps on the default conv energy (28×28×1, batch 64).
+    W3,
+}
+
+/// The score-matching variants timed by W2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum W2Method {
+    /// Exact Hessian trace (D backward passes).
+    Exact,
+    /// Hutchinson trace with 1 Rademacher probe.
+    Hutchinson,
+    /// Denoising score matching, σ = 0.1.
+    Dsm,
+}
+
+impl W2Method {
+    fn name(self) -> &'static str {
+        match self {
+            W2Method::Exact => "exact",
+            W2Method::Hutchinson => "hutchinson",
+            W2Method::Dsm => "dsm",
+        }
+    }
+
+    fn sm(self) -> SmMethod {
+        match self {
+            W2Method::Exact => SmMethod::Exact,
+            W2Method::Hutchinson => SmMethod::Hutchinson { probes: 1, probe: Probe::Rademacher },
+            W2Method::Dsm => SmMethod::Denoising { sigma: DSM_SIGMA },
+        }
+    }
+}
+
+/// Rust side of the ebm-rs benchmarks (see BENCHMARKS.md); prints JSON lines of timings.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    /// Workload to run.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed iterations per repeat (W1: training iterations; W2: training steps; W3: chains of 60 steps).
+    #[arg(long, default_value_t = 100)]
+    iters: usize,
+    /// Untimed iterations before each timed block.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Timed blocks, each with a freshly initialised model.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Seed; repeat r uses seed + r.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// W2: input dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "2,8,32,128,512,784")]
+    dims: Vec<i64>,
+    /// W2: methods.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "exact,hutchinson,dsm")]
+    methods: Vec<W2Method>,
+    /// W2: exact score matching runs q = ceil(budget / D) steps (at least 1, at most --iters) after
+    /// min(--warmup, q - 1) warm-up steps.
+    #[arg(long, default_value_t = 256)]
+    exact_budget: usize,
+    /// W2: probes used to measure the Hutchinson estimator's variance (0 skips the measurement).
+    #[arg(long, default_value_t = 64)]
+    variance_probes: usize,
+}
+
+const DSM_SIGMA: f64 = 0.1;
+
+fn emit(v: Value) {
+    println!("{v}");
+}
+
+fn timing(workload: &str, case: &str, repeat: usize, iters: usize, secs: f64, units: f64, unit: &str) -> Value {
+    json!({
+        "impl": "rust",
+        "workload": workload,
+        "case": case,
+        "repeat": repeat,
+        "iters": iters,
+        "seconds": secs,
+        "ms_per_iter": 1e3 * secs / iters as f64,
+        "per_s": units * iters as f64 / secs,
+        "unit": unit,
+    })
+}
+
+/// Times `iters` calls of `step` after `warmup` untimed ones; returns seconds.
+fn time_it(warmup: usize, iters: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        step()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        step()?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The trainable parameters of a var store, sorted by name (as `Trainer` does).
+fn named_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut p: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    p.sort_by(|a, b| a.0.cmp(&b.0));
+    p
+}
+
+// ------------------------------------------------------------------------------------------------
+// W1
+
+const W1_STD: f64 = 0.1;
+
+fn centers() -> Tensor {
+    let c: Vec<f32> = (0..8)
+        .flat_map(|k| {
+            let a = k as f64 * std::f64::consts::FRAC_PI_4;
+            [(2.0 * a.cos()) as f32, (2.0 * a.sin()) as f32]
+        })
+        .collect();
+    Tensor::from_slice(&c).view([8, 2])
+}
+
+fn eight_gaussians(c: &Tensor, n: i64) -> Tensor {
+    let comp = Tensor::randint(8, [n], (Kind::Int64, Device::Cpu));
+    c.index_select(0, &comp) + Tensor::randn([n, 2], (Kind::Float, Device::Cpu)) * W1_STD
+}
+
+/// KL(p_data ‖ p_θ) for 8 Gaussians: log Z by a 400×400 midpoint rule on [-3, 3]², 5000 test points.
+fn kl_8gaussians(m: &dyn EnergyModel, c: &Tensor) -> Result<f64> {
+    let (grid, lo, hi) = (400i64, -3.0f64, 3.0f64);
+    let step = (hi - lo) / grid as f64;
+    tch::no_grad(|| {
+        let ax = (Tensor::arange(grid, (Kind::Float, Device::Cpu)) + 0.5) * step + lo;
+        let gx = ax.view([grid, 1]).expand([grid, grid], false).reshape([-1]);
+        let gy = ax.view([1, grid]).expand([grid, grid], false).reshape([-1]);
+        let pts = Tensor::stack(&[gx, gy], 1);
+        let log_z = m.f(&pts).to_kind(Kind::Double).logsumexp([0], false) + 2.0 * step.ln();
+        let x = eight_gaussians(c, 5000);
+        let d2 = (x.unsqueeze(1) - c.unsqueeze(0)).square().sum_dim_intlist(-1, false, Kind::Float);
+        let s2 = W1_STD * W1_STD;
+        let log_n = d2 / (-2.0 * s2) - (2.0 * std::f64::consts::PI * s2).ln();
+        let log_p = log_n.logsumexp([1], false) - 8f64.ln();
+        let kl = (log_p.to_kind(Kind::Double) - m.f(&x).to_kind(Kind::Double) + log_z).mean(Kind::Double);
+        Ok(f64::try_from(kl)?)
+    })
+}
+
+fn run_w1(cli: &Cli) -> Result<()> {
+    let c = centers();
+    for r in 0..cli.repeats {
+        tch::manual_seed((cli.seed + r as u64) as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Activation::Silu })?;
+        let cfg = ContrastiveConfig {
+            negatives: Negatives::Replay(BufferConfig {
+                capacity: 10_000,
+                restart_prob: 0.05,
+                init: Init::Uniform { low: -4.0, high: 4.0 },
+            }),
+            k: 20,
+            langevin: LangevinConfig::seed_form(0.01),
+            alpha: 0.1,
+        };
+        let mut obj = Contrastive::new(cfg, &[2], Device::Cpu)?;
+        let mut adam = Adam::new(AdamConfig { lr: 1e-3, ..Default::default() }, named_params(&vs))?;
+        let secs = time_it(cli.warmup, cli.iters, || {
+            let pos = eight_gaussians(&c, 256);
+            let out = obj.loss(&model, &pos)?;
+            let loss = f64::try_from(&out.loss)?;
+            if !loss.is_finite() {
+                bail!("W1 loss is {loss}");
+            }
+            adam.zero_grad();
+            out.loss.backward();
+            adam.step();
+            Ok(())
+        })?;
+        emit(timing("w1", "pcd", r, cli.iters, secs, 1.0, "it/s"));
+        let kl = kl_8gaussians(&model, &c)?;
+        emit(json!({"impl": "rust", "workload": "w1", "case": "pcd_quality", "repeat": r,
+                    "train_iters": cli.warmup + cli.iters, "kl": kl}));
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// W2
+
+/// Steps and warm-up steps for one W2 case (must match `exact_iters` in bench/reference.py).
+fn w2_iters(method: W2Method, d: i64, iters: usize, warmup: usize, budget: usize) -> (usize, usize) {
+    if method != W2Method::Exact {
+        return (iters, warmup);
+    }
+    let q = budget.div_ceil(d as usize).max(1);
+    (q.min(iters), warmup.min(q - 1))
+}
+
+fn mlp_d(vs: &nn::VarStore, d: i64) -> Result<Mlp> {
+    Ok(Mlp::new(&vs.root(), &MlpConfig { in_dim: d, hidden: vec![256, 256], activation: Activation::Silu })?)
+}
+
+/// Hutchinson's single-probe variance on a fixed batch, next to the exact trace's scale.
+fn w2_variance(cli: &Cli, d: i64) -> Result<Value> {
+    tch::manual_seed(cli.seed as i64 + 1000);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = mlp_d(&vs, d)?;
+    let x = Tensor::randn([128, d], (Kind::Float, Device::Cpu));
+    let hu = hessian_trace_hutchinson(&model, &x, cli.variance_probes, Probe::Rademacher, false)?;
+    let var = hu.probe_variance.expect("≥ 2 probes give a variance");
+    let exact = hessian_trace_exact(&model, &x, false)?.trace;
+    let var_mean = f64::try_from(var.mean(Kind::Double))?;
+    let trace_rms = f64::try_from(exact.square().mean(Kind::Double).sqrt())?;
+    let b = x.size()[0] as f64;
+    Ok(json!({
+        "impl": "rust", "workload": "w2", "case": "hutchinson_variance", "dim": d,
+        "probes": cli.variance_probes,
+        // mean over the batch of Var_v[vᵀ∇²f v] (one Rademacher probe)
+        "probe_variance": var_mean,
+        // √mean(tr²) of the exact trace, for scale
+        "trace_rms": trace_rms,
+        "rel_sd": var_mean.sqrt() / trace_rms,
+        // sd of the batch-mean trace term of the loss, one probe per sample
+        "loss_term_sd": (var_mean / b).sqrt(),
+    }))
+}
+
+fn run_w2(cli: &Cli) -> Result<()> {
+    for r in 0..cli.repeats {
+        for &d in &cli.dims {
+            for &method in &cli.methods {
+                tch::manual_seed((cli.seed + r as u64) as i64);
+                let vs = nn::VarStore::new(Device::Cpu);
+                let model = mlp_d(&vs, d)?;
+                let mut adam = Adam::new(AdamConfig { lr: 1e-3, ..Default::default() }, named_params(&vs))?;
+                let x = Tensor::randn([128, d], (Kind::Float, Device::Cpu));
+                let mut sm = ScoreMatching::new(method.sm())?;
+                let (n, warm) = w2_iters(method, d, cli.iters, cli.warmup, cli.exact_budget);
+                let secs = time_it(warm, n, || {
+                    let out = sm.loss(&model, &x)?;
+                    let loss = f64::try_from(&out.loss)?;
+                    if !loss.is_finite() {
+                        bail!("W2 loss is {loss}");
+                    }
+                    adam.zero_grad();
+                    out.loss.backward();
+                    adam.step();
+                    Ok(())
+                })?;
+                let mut line = timing("w2", method.name(), r, n, secs, 1.0, "step/s");
+                line["dim"] = json!(d);
+                emit(line);
+            }
+            if r == 0 && cli.variance_probes >= 2 && cli.methods.contains(&W2Method::Hutchinson) {
+                emit(w2_variance(cli, d)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// W3
+
+const W3_STEPS: usize = 60;
+
+fn run_w3(cli: &Cli) -> Result<()> {
+    let cfg = LangevinConfig {
+        step_size: 10.0,
+        noise: Some(0.005),
+        grad_clip: Some(0.03),
+        clamp: Some([-1.0, 1.0]),
+        record: false,
+    };
+    let sampler = Langevin::new(cfg)?;
+    for r in 0..cli.repeats {
+        tch::manual_seed((cli.seed + r as u64) as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = ConvEnergy::new(&vs.root(), &ConvConfig::default())?;
+        let x0 = Tensor::rand([64, 1, 28, 28], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let secs = time_it(cli.warmup, cli.iters, || {
+            let out = sampler.run(&model, &x0, W3_STEPS)?;
+            if out.x.size() != x0.size() {
+                bail!("W3 chain returned shape {:?}", out.x.size());
+            }
+            Ok(())
+        })?;
+        emit(timing("w3", "langevin", r, cli.iters, secs, W3_STEPS as f64, "step/s"));
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.threads == 0 || cli.iters == 0 || cli.repeats == 0 {
+        bail!("--threads, --iters and --repeats must be ≥ 1");
+    }
+    if cli.dims.iter().any(|d| *d < 1) {
+        bail!("--dims must be positive");
+    }
+    tch::set_num_threads(cli.threads as i32);
+    eprintln!(
+        "bench: libtorch {}, {} threads, workload {:?}",
+        experiments::device::LIBTORCH_VERSION,
+        tch::get_num_threads(),
+        cli.workload
+    );
+    match cli.workload {
+        Workload::W1 => run_w1(&cli),
+        Workload::W2 => run_w2(&cli),
+        Workload::W3 => run_w3(&cli),
+    }
+}
