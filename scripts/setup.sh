@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 TORCH_VERSION=2.13.0
-stamp=".venv/.ebm-setup-torch-$TORCH_VERSION"
+stamp=".venv/.ebm-setup-torch-$TORCH_VERSION-tb"
 if [ -n "${LIBTORCH:-}" ]; then
   source scripts/env.sh   # validates LIBTORCH and says what to do if it is wrong
 fi
@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $("$py" --version 2>&1)"
   "$py" -m venv .venv || { echo "error: '$py -m venv' failed; install the venv module (apt-get install python3-venv)" >&2; exit 1; }
 fi
-echo "setup: installing torch==$TORCH_VERSION (libtorch for tch) into .venv; this takes about a minute"
-.venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" rust-just
+echo "setup: installing torch==$TORCH_VERSION (libtorch for tch), tensorboard and rust-just into .venv; this takes a few minutes"
+.venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" tensorboard rust-just
 touch "$stamp"
 echo "setup: done"

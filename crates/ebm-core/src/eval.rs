@@ -61,10 +61,7 @@ impl GridSpec {
     /// If `margin` is negative or not finite, or as [`GridSpec::new`].
     pub fn with_margin(bbox: [f64; 4], margin: f64, n: usize) -> Result<Self> {
         if !(margin.is_finite() && margin >= 0.0) {
-            return Err(invalid(
-                "grid margin",
-                format!("must be finite and ≥ 0, got {margin}"),
-            ));
+            return Err(invalid("grid margin", format!("must be finite and ≥ 0, got {margin}")));
         }
         let [x0, x1, y0, y1] = bbox;
         let (mx, my) = (margin * (x1 - x0), margin * (y1 - y0));
@@ -74,28 +71,13 @@ impl GridSpec {
     fn validate(&self) -> Result<()> {
         let [x0, x1, y0, y1] = self.bbox;
         if !(self.bbox.iter().all(|v| v.is_finite()) && x0 < x1 && y0 < y1) {
-            return Err(invalid(
-                "grid box",
-                format!(
-                    "need finite xmin < xmax and ymin < ymax, got {:?}",
-                    self.bbox
-                ),
-            ));
+            return Err(invalid("grid box", format!("need finite xmin < xmax and ymin < ymax, got {:?}", self.bbox)));
         }
         if self.nx < 2 || self.ny < 2 {
-            return Err(invalid(
-                "grid size",
-                format!(
-                    "need at least 2 cells per axis, got {} × {}",
-                    self.nx, self.ny
-                ),
-            ));
+            return Err(invalid("grid size", format!("need at least 2 cells per axis, got {} × {}", self.nx, self.ny)));
         }
         if self.nx.checked_mul(self.ny).is_none_or(|c| c > 1 << 28) {
-            return Err(invalid(
-                "grid size",
-                format!("{} × {} cells is too many (at most 2^28)", self.nx, self.ny),
-            ));
+            return Err(invalid("grid size", format!("{} × {} cells is too many (at most 2^28)", self.nx, self.ny)));
         }
         Ok(())
     }
@@ -132,16 +114,12 @@ impl GridSpec {
 
     /// The x coordinates of the cell midpoints, left to right.
     pub fn x_centers(&self) -> Vec<f64> {
-        (0..self.nx)
-            .map(|i| self.bbox[0] + (i as f64 + 0.5) * self.dx())
-            .collect()
+        (0..self.nx).map(|i| self.bbox[0] + (i as f64 + 0.5) * self.dx()).collect()
     }
 
     /// The y coordinates of the cell midpoints, bottom to top.
     pub fn y_centers(&self) -> Vec<f64> {
-        (0..self.ny)
-            .map(|j| self.bbox[2] + (j as f64 + 0.5) * self.dy())
-            .collect()
+        (0..self.ny).map(|j| self.bbox[2] + (j as f64 + 0.5) * self.dy()).collect()
     }
 
     /// The midpoints of grid rows `j0..j1`, in the grid's order.
@@ -153,10 +131,7 @@ impl GridSpec {
     /// If `j0 ≥ j1` or `j1 > ny`.
     pub fn row_points(&self, j0: usize, j1: usize, kind: Kind, device: Device) -> Result<Tensor> {
         if j0 >= j1 || j1 > self.ny {
-            return Err(invalid(
-                "grid rows",
-                format!("need j0 < j1 ≤ {}, got {j0}..{j1}", self.ny),
-            ));
+            return Err(invalid("grid rows", format!("need j0 < j1 ≤ {}, got {j0}..{j1}", self.ny)));
         }
         let xs = self.x_centers();
         let ys = self.y_centers();
@@ -168,10 +143,7 @@ impl GridSpec {
             }
         }
         let n = ((j1 - j0) * self.nx) as i64;
-        Ok(Tensor::from_slice(&v)
-            .f_reshape([n, 2])?
-            .f_to_kind(kind)?
-            .f_to_device(device)?)
+        Ok(Tensor::from_slice(&v).f_reshape([n, 2])?.f_to_kind(kind)?.f_to_device(device)?)
     }
 
     /// All midpoints, in the grid's order.
@@ -204,18 +176,12 @@ pub struct GridLogZ {
 impl GridLogZ {
     /// The normalised log-density `f - log Z` at every midpoint, in the order of [`GridLogZ::f`].
     pub fn log_density(&self) -> Vec<f32> {
-        self.f
-            .iter()
-            .map(|&v| (v as f64 - self.log_z) as f32)
-            .collect()
+        self.f.iter().map(|&v| (v as f64 - self.log_z) as f32).collect()
     }
 
     /// The normalised density `exp(f - log Z)` at every midpoint, in the order of [`GridLogZ::f`].
     pub fn density(&self) -> Vec<f32> {
-        self.f
-            .iter()
-            .map(|&v| (v as f64 - self.log_z).exp() as f32)
-            .collect()
+        self.f.iter().map(|&v| (v as f64 - self.log_z).exp() as f32).collect()
     }
 }
 
@@ -238,21 +204,12 @@ fn f_values<M: EnergyModel + ?Sized>(model: &M, x: &Tensor, what: &str) -> Resul
             got: f.size(),
         });
     }
-    let f = f
-        .f_detach()?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Double)?
-        .f_contiguous()?;
+    let f = f.f_detach()?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?;
     Ok(Vec::<f64>::try_from(&f)?)
 }
 
 /// `f` of every row of `x`, in chunks, without gradients, moved to `device` and the model's kind.
-fn f_all<M: EnergyModel + ?Sized>(
-    model: &M,
-    x: &Tensor,
-    device: Device,
-    what: &str,
-) -> Result<Vec<f64>> {
+fn f_all<M: EnergyModel + ?Sized>(model: &M, x: &Tensor, device: Device, what: &str) -> Result<Vec<f64>> {
     check_input(&model.event_shape(), x, what)?;
     let kind = model_kind(model);
     let n = x.size()[0];
@@ -261,20 +218,14 @@ fn f_all<M: EnergyModel + ?Sized>(
         let mut start = 0;
         while start < n {
             let len = (CHUNK as i64).min(n - start);
-            let xb = x
-                .f_narrow(0, start, len)?
-                .f_to_device(device)?
-                .f_to_kind(kind)?;
+            let xb = x.f_narrow(0, start, len)?.f_to_device(device)?.f_to_kind(kind)?;
             out.extend(f_values(model, &xb, what)?);
             start += len;
         }
         Ok(())
     })?;
     if let Some(i) = out.iter().position(|v| v.is_nan() || *v == f64::INFINITY) {
-        return Err(EbmError::NonFinite(format!(
-            "model f on {what} (f = {} at row {i})",
-            out[i]
-        )));
+        return Err(EbmError::NonFinite(format!("model f on {what} (f = {} at row {i})", out[i])));
     }
     Ok(out)
 }
@@ -292,11 +243,7 @@ fn f_all<M: EnergyModel + ?Sized>(
 /// # Errors
 /// If the model's event shape is not `[2]`, its output is not `[B]`, it gives NaN or `+inf` at
 /// a grid point, or `f = -inf` at every grid point.
-pub fn grid_log_z<M: EnergyModel + ?Sized>(
-    model: &M,
-    grid: &GridSpec,
-    device: Device,
-) -> Result<GridLogZ> {
+pub fn grid_log_z<M: EnergyModel + ?Sized>(model: &M, grid: &GridSpec, device: Device) -> Result<GridLogZ> {
     grid.validate()?;
     let es = model.event_shape();
     if es != [2] {
@@ -321,20 +268,11 @@ pub fn grid_log_z<M: EnergyModel + ?Sized>(
     })?;
     if let Some(k) = f.iter().position(|v| v.is_nan() || *v == f64::INFINITY) {
         let (x, y) = (grid.x_centers()[k % nx], grid.y_centers()[k / nx]);
-        return Err(EbmError::NonFinite(format!(
-            "model f on the grid: f = {} at ({x:.4}, {y:.4})",
-            f[k]
-        )));
+        return Err(EbmError::NonFinite(format!("model f on the grid: f = {} at ({x:.4}, {y:.4})", f[k])));
     }
     let f_max = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if f_max == f64::NEG_INFINITY {
-        return Err(invalid(
-            "model",
-            format!(
-                "f = -inf at every point of the grid over {:?}: exp(f) is 0",
-                grid.bbox
-            ),
-        ));
+        return Err(invalid("model", format!("f = -inf at every point of the grid over {:?}: exp(f) is 0", grid.bbox)));
     }
     let mut total = 0.0;
     let mut edge = 0.0;
@@ -364,12 +302,7 @@ pub fn grid_log_z<M: EnergyModel + ?Sized>(
 ///
 /// # Errors
 /// If `x` has the wrong shape or non-finite values, `log_z` is not finite, or `f` is NaN/`+inf`.
-pub fn nll<M: EnergyModel + ?Sized>(
-    model: &M,
-    x: &Tensor,
-    log_z: f64,
-    device: Device,
-) -> Result<f64> {
+pub fn nll<M: EnergyModel + ?Sized>(model: &M, x: &Tensor, log_z: f64, device: Device) -> Result<f64> {
     if !log_z.is_finite() {
         return Err(invalid("log_z", format!("must be finite, got {log_z}")));
     }
@@ -404,10 +337,7 @@ pub fn kl_data_model<M: EnergyModel + ?Sized>(
             got: log_p_data.size(),
         });
     }
-    let lp = log_p_data
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Double)?
-        .f_contiguous()?;
+    let lp = log_p_data.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?;
     let lp = Vec::<f64>::try_from(&lp)?;
     if let Some(i) = lp.iter().position(|v| !v.is_finite()) {
         return Err(invalid(
@@ -482,19 +412,13 @@ pub fn mmd2_rbf(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<Mmd> {
     check_finite(y, "MMD sample y")?;
     if let Some(b) = bandwidth {
         if !(b.is_finite() && b > 0.0) {
-            return Err(invalid(
-                "MMD bandwidth",
-                format!("must be finite and > 0, got {b}"),
-            ));
+            return Err(invalid("MMD bandwidth", format!("must be finite and > 0, got {b}")));
         }
     }
     let (n, m) = (xs[0], ys[0]);
     let dev = x.device();
     let x = x.f_to_kind(Kind::Double)?.f_reshape([n, -1])?;
-    let y = y
-        .f_to_device(dev)?
-        .f_to_kind(Kind::Double)?
-        .f_reshape([m, -1])?;
+    let y = y.f_to_device(dev)?.f_to_kind(Kind::Double)?.f_reshape([m, -1])?;
     tch::no_grad(|| {
         let ell = match bandwidth {
             Some(b) => b,
@@ -506,21 +430,14 @@ pub fn mmd2_rbf(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<Mmd> {
         let kxy = kernel_sum(&x, &y, gamma, false)?;
         let (nf, mf) = (n as f64, m as f64);
         let mmd2 = kxx / (nf * (nf - 1.0)) + kyy / (mf * (mf - 1.0)) - 2.0 * kxy / (nf * mf);
-        Ok(Mmd {
-            mmd2,
-            bandwidth: ell,
-        })
+        Ok(Mmd { mmd2, bandwidth: ell })
     })
 }
 
 /// Squared distances `[a_rows, b_rows]` from precomputed squared norms.
 fn sq_dists(a: &Tensor, a2: &Tensor, b: &Tensor, b2: &Tensor) -> Result<Tensor> {
     let cross = a.f_mm(&b.f_tr()?)?;
-    Ok(a2
-        .f_unsqueeze(1)?
-        .f_add(&b2.f_unsqueeze(0)?)?
-        .f_sub(&cross.f_mul_scalar(2.0)?)?
-        .f_clamp_min(0.0)?)
+    Ok(a2.f_unsqueeze(1)?.f_add(&b2.f_unsqueeze(0)?)?.f_sub(&cross.f_mul_scalar(2.0)?)?.f_clamp_min(0.0)?)
 }
 
 /// `Σ_{i,j} exp(-γ‖a_i - b_j‖²)`, leaving out `i = j` when `skip_diag` (then `a` is `b`).
@@ -537,10 +454,7 @@ fn kernel_sum(a: &Tensor, b: &Tensor, gamma: f64, skip_diag: bool) -> Result<f64
         let k = d2.f_mul_scalar(-gamma)?.f_exp()?;
         total += k.f_sum(Kind::Double)?.f_double_value(&[])?;
         if skip_diag {
-            total -= k
-                .f_diagonal(s, 0, 1)?
-                .f_sum(Kind::Double)?
-                .f_double_value(&[])?;
+            total -= k.f_diagonal(s, 0, 1)?.f_sum(Kind::Double)?.f_double_value(&[])?;
         }
         s += len;
     }
@@ -620,26 +534,17 @@ pub fn mode_weights(samples: &Tensor, modes: &Modes, radius: Option<f64>) -> Res
         ));
     }
     if !(modes.std.is_finite() && modes.std > 0.0) {
-        return Err(invalid(
-            "modes.std",
-            format!("must be finite and > 0, got {}", modes.std),
-        ));
+        return Err(invalid("modes.std", format!("must be finite and > 0, got {}", modes.std)));
     }
     let radius = radius.unwrap_or(DEFAULT_FAR_STDS * modes.std);
     if !(radius.is_finite() && radius > 0.0) {
-        return Err(invalid(
-            "far radius",
-            format!("must be finite and > 0, got {radius}"),
-        ));
+        return Err(invalid("far radius", format!("must be finite and > 0, got {radius}")));
     }
     let flat: Vec<f64> = modes.centers.iter().flat_map(|c| [c[0], c[1]]).collect();
     let centers = Tensor::from_slice(&flat).f_reshape([k as i64, 2])?;
     let x = samples.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
-    let d2 = x
-        .f_unsqueeze(1)?
-        .f_sub(&centers.f_unsqueeze(0)?)?
-        .f_square()?
-        .f_sum_dim_intlist(2, false, Kind::Double)?;
+    let d2 =
+        x.f_unsqueeze(1)?.f_sub(&centers.f_unsqueeze(0)?)?.f_square()?.f_sum_dim_intlist(2, false, Kind::Double)?;
     let (dmin, idx) = d2.f_min_dim(1, false)?;
     let dmin = Vec::<f64>::try_from(&dmin.f_contiguous()?)?;
     let idx = Vec::<i64>::try_from(&idx.f_contiguous()?)?;
@@ -649,22 +554,11 @@ pub fn mode_weights(samples: &Tensor, modes: &Modes, radius: Option<f64>) -> Res
         counts[i as usize] += 1;
     }
     let shares: Vec<f64> = counts.iter().map(|&c| c as f64 / n).collect();
-    let tv = 0.5
-        * shares
-            .iter()
-            .zip(&modes.weights)
-            .map(|(s, w)| (s - w).abs())
-            .sum::<f64>();
+    let tv = 0.5 * shares.iter().zip(&modes.weights).map(|(s, w)| (s - w).abs()).sum::<f64>();
     let r2 = radius * radius;
     let far_share = dmin.iter().filter(|&&d| d > r2).count() as f64 / n;
     let expected_far_share = (-r2 / (2.0 * modes.std * modes.std)).exp();
-    Ok(ModeWeights {
-        shares,
-        tv,
-        far_share,
-        radius,
-        expected_far_share,
-    })
+    Ok(ModeWeights { shares, tv, far_share, radius, expected_far_share })
 }
 
 /// Settings of [`evaluate_2d`].
@@ -699,28 +593,16 @@ impl EvalOptions {
     /// Names the first field out of range.
     pub fn validate(&self) -> Result<()> {
         if self.grid_n < 2 {
-            return Err(invalid(
-                "grid_n",
-                format!("must be ≥ 2, got {}", self.grid_n),
-            ));
+            return Err(invalid("grid_n", format!("must be ≥ 2, got {}", self.grid_n)));
         }
         if !(self.margin.is_finite() && self.margin >= 0.0) {
-            return Err(invalid(
-                "margin",
-                format!("must be finite and ≥ 0, got {}", self.margin),
-            ));
+            return Err(invalid("margin", format!("must be finite and ≥ 0, got {}", self.margin)));
         }
         if self.mmd_points < 2 {
-            return Err(invalid(
-                "mmd_points",
-                format!("must be ≥ 2, got {}", self.mmd_points),
-            ));
+            return Err(invalid("mmd_points", format!("must be ≥ 2, got {}", self.mmd_points)));
         }
         if !(self.far_radius_stds.is_finite() && self.far_radius_stds > 0.0) {
-            return Err(invalid(
-                "far_radius_stds",
-                format!("must be finite and > 0, got {}", self.far_radius_stds),
-            ));
+            return Err(invalid("far_radius_stds", format!("must be finite and > 0, got {}", self.far_radius_stds)));
         }
         Ok(())
     }
@@ -784,11 +666,7 @@ pub fn evaluate_2d<M: EnergyModel + ?Sized>(
     let mmd = mmd2_rbf(&xs, &ys, None)?;
     let modes = source.modes();
     let mw = match &modes {
-        Some(m) => Some(mode_weights(
-            model_samples,
-            m,
-            Some(opts.far_radius_stds * m.std),
-        )?),
+        Some(m) => Some(mode_weights(model_samples, m, Some(opts.far_radius_stds * m.std))?),
         None => None,
     };
     let report = EvalReport {
@@ -830,13 +708,8 @@ mod tests {
 
     impl EnergyModel for IsoGauss {
         fn f(&self, x: &Tensor) -> Tensor {
-            let mu = Tensor::from_slice(&self.mu)
-                .to_kind(x.kind())
-                .to_device(x.device());
-            (x - mu.unsqueeze(0))
-                .square()
-                .sum_dim_intlist(1, false, x.kind())
-                * (-0.5 / (self.sigma * self.sigma))
+            let mu = Tensor::from_slice(&self.mu).to_kind(x.kind()).to_device(x.device());
+            (x - mu.unsqueeze(0)).square().sum_dim_intlist(1, false, x.kind()) * (-0.5 / (self.sigma * self.sigma))
                 + self.c
         }
         fn event_shape(&self) -> Vec<i64> {
@@ -895,12 +768,8 @@ mod tests {
     fn grid_layout_and_validation() {
         let g = GridSpec::new([0.0, 4.0, 0.0, 2.0], 4, 2).unwrap();
         assert_eq!((g.dx(), g.dy(), g.cell_area()), (1.0, 1.0, 1.0));
-        let p: Vec<f64> =
-            Vec::try_from(&g.points(Kind::Double, CPU).unwrap().reshape([-1])).unwrap();
-        assert_eq!(
-            p,
-            vec![0.5, 0.5, 1.5, 0.5, 2.5, 0.5, 3.5, 0.5, 0.5, 1.5, 1.5, 1.5, 2.5, 1.5, 3.5, 1.5]
-        );
+        let p: Vec<f64> = Vec::try_from(&g.points(Kind::Double, CPU).unwrap().reshape([-1])).unwrap();
+        assert_eq!(p, vec![0.5, 0.5, 1.5, 0.5, 2.5, 0.5, 3.5, 0.5, 0.5, 1.5, 1.5, 1.5, 2.5, 1.5, 3.5, 1.5]);
         let g = GridSpec::with_margin([-1.0, 1.0, 0.0, 4.0], 0.25, 10).unwrap();
         assert_eq!(g.bbox(), [-1.5, 1.5, -1.0, 5.0]);
         assert!(GridSpec::new([1.0, 0.0, 0.0, 1.0], 10, 10).is_err());
@@ -911,19 +780,10 @@ mod tests {
 
     #[test]
     fn grid_log_z_of_gaussian() {
-        let m = IsoGauss {
-            mu: vec![0.3, -0.2],
-            sigma: 0.5,
-            c: 100.0,
-        };
+        let m = IsoGauss { mu: vec![0.3, -0.2], sigma: 0.5, c: 100.0 };
         let g = GridSpec::with_margin([-3.0, 3.0, -3.0, 3.0], 0.1, 400).unwrap();
         let gz = grid_log_z(&m, &g, CPU).unwrap();
-        assert!(
-            (gz.log_z - m.log_z()).abs() < 1e-3,
-            "{} vs {}",
-            gz.log_z,
-            m.log_z()
-        );
+        assert!((gz.log_z - m.log_z()).abs() < 1e-3, "{} vs {}", gz.log_z, m.log_z());
         assert!(gz.edge_mass < 1e-8, "{}", gz.edge_mass);
         // f is stored row-major with y outer, row 0 at ymin.
         let (i, j) = (7, 300);
@@ -946,11 +806,7 @@ mod tests {
     #[test]
     fn grid_log_z_truncated_box() {
         // Standard normal on [-1,1]²: the grid holds (Φ(1) - Φ(-1))² of the mass.
-        let m = IsoGauss {
-            mu: vec![0.0, 0.0],
-            sigma: 1.0,
-            c: 0.0,
-        };
+        let m = IsoGauss { mu: vec![0.0, 0.0], sigma: 1.0, c: 0.0 };
         let g = GridSpec::new([-1.0, 1.0, -1.0, 1.0], 400, 400).unwrap();
         let gz = grid_log_z(&m, &g, CPU).unwrap();
         let inside = 0.682_689_492_137_085_9f64;
@@ -962,18 +818,12 @@ mod tests {
     #[test]
     fn grid_log_z_errors() {
         let g = GridSpec::new([-1.0, 1.0, -1.0, 1.0], 50, 50).unwrap();
-        let m3 = IsoGauss {
-            mu: vec![0.0; 3],
-            sigma: 1.0,
-            c: 0.0,
-        };
+        let m3 = IsoGauss { mu: vec![0.0; 3], sigma: 1.0, c: 0.0 };
         let e = grid_log_z(&m3, &g, CPU).unwrap_err().to_string();
         assert!(e.contains("event shape [3]"), "{e}");
         let e = grid_log_z(&Constant(f64::NAN), &g, CPU).unwrap_err();
         assert!(matches!(e, EbmError::NonFinite(_)), "{e}");
-        let e = grid_log_z(&Constant(f64::NEG_INFINITY), &g, CPU)
-            .unwrap_err()
-            .to_string();
+        let e = grid_log_z(&Constant(f64::NEG_INFINITY), &g, CPU).unwrap_err().to_string();
         assert!(e.contains("-inf at every point"), "{e}");
         // A constant model: log Z = c + log(area).
         let gz = grid_log_z(&Constant(2.0), &g, CPU).unwrap();
@@ -993,17 +843,9 @@ mod tests {
             v.extend([mu0[0] - sigma * z[0], mu0[1] - sigma * z[1]]);
         }
         let x = Tensor::from_slice(&v).reshape([-1, 2]);
-        let data = IsoGauss {
-            mu: mu0.to_vec(),
-            sigma,
-            c: 0.0,
-        };
+        let data = IsoGauss { mu: mu0.to_vec(), sigma, c: 0.0 };
         let lp = data.f(&x) - data.log_z();
-        let model = IsoGauss {
-            mu: vec![0.9, 0.05],
-            sigma,
-            c: 7.0,
-        };
+        let model = IsoGauss { mu: vec![0.9, 0.05], sigma, c: 7.0 };
         let g = GridSpec::with_margin([-3.0, 3.0, -3.0, 3.0], 0.1, 400).unwrap();
         let gz = grid_log_z(&model, &g, CPU).unwrap();
 
@@ -1017,11 +859,7 @@ mod tests {
 
         // NLL = log(2πσ²) + mean |x - μ1|² / (2σ²).
         let nll_v = nll(&model, &x, gz.log_z, CPU).unwrap();
-        let msq = v
-            .chunks(2)
-            .map(|p| (p[0] - 0.9).powi(2) + (p[1] - 0.05).powi(2))
-            .sum::<f64>()
-            / (v.len() / 2) as f64;
+        let msq = v.chunks(2).map(|p| (p[0] - 0.9).powi(2) + (p[1] - 0.05).powi(2)).sum::<f64>() / (v.len() / 2) as f64;
         let want = (2.0 * PI * sigma * sigma).ln() + msq / (2.0 * sigma * sigma);
         assert!((nll_v - want).abs() < 1e-3, "{nll_v} vs {want}");
 
@@ -1032,9 +870,7 @@ mod tests {
         let short = lp.narrow(0, 0, 10);
         assert!(kl_data_model(&model, &x, &short, gz.log_z, CPU).is_err());
         let outside = lp.full_like(f64::NEG_INFINITY);
-        let e = kl_data_model(&model, &x, &outside, gz.log_z, CPU)
-            .unwrap_err()
-            .to_string();
+        let e = kl_data_model(&model, &x, &outside, gz.log_z, CPU).unwrap_err().to_string();
         assert!(e.contains("outside the data density's support"), "{e}");
     }
 
@@ -1054,9 +890,7 @@ mod tests {
             let gz = grid_log_z(&model, &g, CPU).unwrap();
             assert!(gz.log_z.abs() < 1e-3, "{t}: log Z {}", gz.log_z);
             let x = t.sample(2000, 1);
-            let kl = kl_to_source(&model, &Source2d::Toy(t), &x, gz.log_z, CPU)
-                .unwrap()
-                .unwrap();
+            let kl = kl_to_source(&model, &Source2d::Toy(t), &x, gz.log_z, CPU).unwrap().unwrap();
             assert!(kl.abs() < 1e-3, "{t}: KL {kl}");
         }
     }
@@ -1094,10 +928,7 @@ mod tests {
         assert!(same.abs() < 1e-3, "same {same}");
         for (t, min) in [(Toy2d::Rings, 4e-3), (Toy2d::TwoGaussians, 0.1)] {
             let diff = mmd2_rbf(&a, &t.sample(1000, 3), None).unwrap().mmd2;
-            assert!(
-                diff > min && diff > 10.0 * same.abs(),
-                "{t}: {diff} vs same {same}"
-            );
+            assert!(diff > min && diff > 10.0 * same.abs(), "{t}: {diff} vs same {same}");
         }
         // 8 Gaussians and the 5×5 grid share mean and covariance: the median bandwidth (≈ 2.7)
         // barely tells them apart, a bandwidth at the modes' scale does.
@@ -1106,10 +937,7 @@ mod tests {
         assert!(wide.bandwidth > 2.0 && wide.mmd2 < 1e-3, "{wide:?}");
         let narrow_same = mmd2_rbf(&a, &b, Some(0.2)).unwrap().mmd2;
         let narrow_diff = mmd2_rbf(&a, &c, Some(0.2)).unwrap().mmd2;
-        assert!(
-            narrow_diff > 0.05 && narrow_diff > 20.0 * narrow_same.abs(),
-            "{narrow_diff} vs {narrow_same}"
-        );
+        assert!(narrow_diff > 0.05 && narrow_diff > 20.0 * narrow_same.abs(), "{narrow_diff} vs {narrow_same}");
         // Higher-dimensional input is flattened: [n, 1, 2] works like [n, 2].
         let a3 = a.reshape([1000, 1, 2]);
         let b3 = b.reshape([1000, 1, 2]);
@@ -1119,8 +947,7 @@ mod tests {
     #[test]
     fn mode_weights_exact_and_sampled() {
         let modes = Toy2d::TwoGaussians.modes().unwrap();
-        let pts =
-            Tensor::from_slice(&[-2.0f32, 0.0, -2.0, 0.1, 2.0, 0.0, 0.5, 5.0]).reshape([4, 2]);
+        let pts = Tensor::from_slice(&[-2.0f32, 0.0, -2.0, 0.1, 2.0, 0.0, 0.5, 5.0]).reshape([4, 2]);
         let mw = mode_weights(&pts, &modes, None).unwrap();
         assert_eq!(mw.shares, vec![0.5, 0.5]);
         assert_eq!(mw.far_share, 0.25);
@@ -1132,17 +959,9 @@ mod tests {
         assert!((mw.shares[0] - 0.8).abs() < 0.02 && (mw.shares[1] - 0.2).abs() < 0.02);
         assert!(mw.tv < 0.02, "{}", mw.tv);
         assert!((mw.expected_far_share - (-4.5f64).exp()).abs() < 1e-12);
-        assert!(
-            (mw.far_share - mw.expected_far_share).abs() < 0.003,
-            "{}",
-            mw.far_share
-        );
+        assert!((mw.far_share - mw.expected_far_share).abs() < 0.003, "{}", mw.far_share);
 
-        let bad = Modes {
-            centers: vec![[0.0, 0.0]],
-            weights: vec![0.5],
-            std: 0.1,
-        };
+        let bad = Modes { centers: vec![[0.0, 0.0]], weights: vec![0.5], std: 0.1 };
         assert!(mode_weights(&x, &bad, None).is_err());
         assert!(mode_weights(&x, &modes, Some(-1.0)).is_err());
     }
@@ -1154,26 +973,19 @@ mod tests {
         let model = ToyModel(t);
         let test = t.sample(4000, 1);
         let samples = t.sample(4000, 2);
-        let (r, gz) =
-            evaluate_2d(&model, &src, &test, &samples, &EvalOptions::default(), CPU).unwrap();
+        let (r, gz) = evaluate_2d(&model, &src, &test, &samples, &EvalOptions::default(), CPU).unwrap();
         assert_eq!((gz.grid.nx(), gz.grid.ny()), (400, 400));
         assert!(r.log_z.abs() < 1e-3, "{}", r.log_z);
         let kl = r.kl.unwrap();
         assert!(kl.abs() < 1e-3, "{kl}");
         let lp = t.log_density(&test).unwrap().unwrap();
-        let ent = -lp
-            .to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[]);
+        let ent = -lp.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
         assert!((r.nll - ent).abs() < 1e-3, "{} vs {ent}", r.nll);
         assert!(r.mmd2.abs() < 2e-3, "{}", r.mmd2);
         assert!(r.mode_weight_tv.unwrap() < 0.02);
         assert_eq!(r.true_mode_weights, Some(vec![0.8, 0.2]));
         let json = serde_json::to_string(&r).unwrap();
-        assert!(
-            json.contains("\"nll\"") && json.contains("\"mode_weight_tv\""),
-            "{json}"
-        );
+        assert!(json.contains("\"nll\"") && json.contains("\"mode_weight_tv\""), "{json}");
 
         // A model that puts the weights the wrong way round: the KL is positive and matches
         // Σ_k w_k log(w_k / v_k) for well-separated components.
@@ -1187,24 +999,13 @@ mod tests {
                 vec![2]
             }
         }
-        let (r, _) = evaluate_2d(
-            &Swapped,
-            &src,
-            &test,
-            &samples,
-            &EvalOptions::default(),
-            CPU,
-        )
-        .unwrap();
+        let (r, _) = evaluate_2d(&Swapped, &src, &test, &samples, &EvalOptions::default(), CPU).unwrap();
         let left = Vec::<f32>::try_from(&test.select(1, 0)).unwrap();
         let share = left.iter().filter(|v| **v < 0.0).count() as f64 / left.len() as f64;
         let want = share * (0.8f64 / 0.2).ln() + (1.0 - share) * (0.2f64 / 0.8).ln();
         assert!((r.kl.unwrap() - want).abs() < 1e-3, "{:?} vs {want}", r.kl);
 
-        let bad = EvalOptions {
-            grid_n: 1,
-            ..EvalOptions::default()
-        };
+        let bad = EvalOptions { grid_n: 1, ..EvalOptions::default() };
         assert!(evaluate_2d(&model, &src, &test, &samples, &bad, CPU).is_err());
     }
 }

@@ -142,7 +142,8 @@ impl Adam {
         for ((name, p), (m, v)) in self.params.iter().zip(self.m.iter_mut().zip(self.v.iter_mut())) {
             for (kind, dst) in [("m", m), ("v", v)] {
                 let key = format!("adam.{kind}.{name}");
-                let src = state.get(&key).ok_or_else(|| invalid("checkpoint", format!("missing optimiser entry {key}")))?;
+                let src =
+                    state.get(&key).ok_or_else(|| invalid("checkpoint", format!("missing optimiser entry {key}")))?;
                 if src.size() != p.size() {
                     return Err(invalid(
                         "checkpoint",
@@ -194,8 +195,8 @@ impl Ema {
         tch::no_grad(|| {
             for ((_, s), (_, p)) in self.shadow.iter_mut().zip(params) {
                 let tmp = p.detach().copy();
-                let _ = p.shallow_clone().copy_(s);
-                let _ = s.copy_(&tmp);
+                p.shallow_clone().copy_(s);
+                s.copy_(&tmp);
             }
         });
     }
@@ -210,7 +211,8 @@ mod tests {
         // f(θ) = θ²/2 → g = θ. Adam by hand: m ← β1 m + (1-β1) g, v ← β2 v + (1-β2) g²,
         // θ ← θ - lr·m̂/(√v̂ + eps) with bias corrections m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ).
         let p = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
-        let mut adam = Adam::new(AdamConfig { lr: 0.1, ..Default::default() }, vec![("w".into(), p.shallow_clone())]).unwrap();
+        let mut adam =
+            Adam::new(AdamConfig { lr: 0.1, ..Default::default() }, vec![("w".into(), p.shallow_clone())]).unwrap();
         let (mut th, mut m, mut v) = (1.0f64, 0.0, 0.0);
         for t in 1..=3 {
             let g = th;

@@ -218,8 +218,7 @@ impl<'a> Trainer<'a> {
         seed: u64,
     ) -> Result<Self> {
         cfg.validate()?;
-        let mut params: Vec<(String, Tensor)> =
-            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         if params.is_empty() {
             return Err(invalid("model", "has no trainable parameters"));
@@ -377,7 +376,10 @@ impl<'a> Trainer<'a> {
             }),
             DivergencePolicy::Rollback { max_retries, lr_factor } => {
                 if self.rollbacks >= max_retries {
-                    return Err(EbmError::Diverged { step, msg: format!("{msg}; gave up after {max_retries} rollbacks") });
+                    return Err(EbmError::Diverged {
+                        step,
+                        msg: format!("{msg}; gave up after {max_retries} rollbacks"),
+                    });
                 }
                 let snap = self.snapshot.as_ref().expect("a snapshot is taken before the first step");
                 let by_name: HashMap<_, _> = snap.tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
@@ -423,7 +425,10 @@ impl<'a> Trainer<'a> {
         for (name, var) in &vars {
             let key = format!("model.{name}");
             let src = state.get(&key).ok_or_else(|| {
-                invalid("checkpoint", format!("has no tensor for model variable '{name}': is it from a different architecture?"))
+                invalid(
+                    "checkpoint",
+                    format!("has no tensor for model variable '{name}': is it from a different architecture?"),
+                )
             })?;
             if src.size() != var.size() {
                 return Err(invalid(
@@ -439,18 +444,23 @@ impl<'a> Trainer<'a> {
         let extra: Vec<_> =
             state.keys().filter_map(|k| k.strip_prefix("model.")).filter(|k| !vars.contains_key(*k)).collect();
         if let Some(k) = extra.first() {
-            return Err(invalid("checkpoint", format!("has variable '{k}' that the model lacks: a different architecture")));
+            return Err(invalid(
+                "checkpoint",
+                format!("has variable '{k}' that the model lacks: a different architecture"),
+            ));
         }
         tch::no_grad(|| {
             for (name, var) in &vars {
-                let _ = var.shallow_clone().copy_(&state[&format!("model.{name}")]);
+                var.shallow_clone().copy_(&state[&format!("model.{name}")]);
             }
         });
         self.adam.load_state(state)?;
         if let Some(e) = self.ema.as_mut() {
-            let shadow: Vec<(String, Tensor)> = e.shadow().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+            let shadow: Vec<(String, Tensor)> =
+                e.shadow().iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
             for (k, t) in shadow {
-                let src = state.get(&format!("ema.{k}")).ok_or_else(|| invalid("checkpoint", format!("missing ema.{k}")))?;
+                let src =
+                    state.get(&format!("ema.{k}")).ok_or_else(|| invalid("checkpoint", format!("missing ema.{k}")))?;
                 tch::no_grad(|| t.shallow_clone().copy_(src));
             }
         }
@@ -477,8 +487,10 @@ impl<'a> Trainer<'a> {
             let tensors: Vec<(String, Tensor)> =
                 tensors.into_iter().map(|(k, t)| (k, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
             let st_path = tmp.join("state.safetensors");
-            Tensor::write_safetensors(&tensors, &st_path)
-                .map_err(|e| EbmError::Io { path: st_path.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+            Tensor::write_safetensors(&tensors, &st_path).map_err(|e| EbmError::Io {
+                path: st_path.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
             let meta = CheckpointMeta {
                 format: FORMAT,
                 step: self.step,
@@ -521,10 +533,9 @@ impl<'a> Trainer<'a> {
         let dir = if path.join("meta.json").exists() {
             path.to_path_buf()
         } else {
-            list_checkpoints(path)?
-                .pop()
-                .map(|(_, p)| p)
-                .ok_or_else(|| invalid("resume", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display())))?
+            list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
+                invalid("resume", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
+            })?
         };
         let meta_path = dir.join("meta.json");
         let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;

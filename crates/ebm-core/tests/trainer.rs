@@ -20,7 +20,6 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-
 fn data() -> TensorData {
     tch::manual_seed(100);
     let x = Tensor::randn([512, 2], (Kind::Float, Device::Cpu)) * 0.5 + 1.0;
@@ -128,7 +127,7 @@ impl Objective for Flaky {
         self.calls += 1;
         let mut loss = m.f(batch).mean(Kind::Float);
         if self.nan_at.contains(&self.calls) {
-            loss = loss * f64::NAN;
+            loss *= f64::NAN;
         }
         Ok(LossOutput { loss, metrics: vec![] })
     }
@@ -203,4 +202,3 @@ fn bad_configs_and_data_are_errors() {
     let e = toml::from_str::<TrainConfig>(toml).unwrap_err().to_string();
     assert!(e.contains("batch_sise"), "{e}");
 }
-

@@ -8,13 +8,8 @@
 
 use std::sync::OnceLock;
 
-const ANCHORS: [[u8; 3]; 5] = [
-    [0x44, 0x01, 0x54],
-    [0x3b, 0x52, 0x8b],
-    [0x21, 0x91, 0x8c],
-    [0x5e, 0xc9, 0x62],
-    [0xfd, 0xe7, 0x25],
-];
+const ANCHORS: [[u8; 3]; 5] =
+    [[0x44, 0x01, 0x54], [0x3b, 0x52, 0x8b], [0x21, 0x91, 0x8c], [0x5e, 0xc9, 0x62], [0xfd, 0xe7, 0x25]];
 
 fn srgb_to_linear(c: f64) -> f64 {
     if c <= 0.04045 {
@@ -56,11 +51,7 @@ pub fn oklab_to_srgb(lab: [f64; 3]) -> [u8; 3] {
     let r = 4.076_741_662_1 * l - 3.307_711_591_3 * m + 0.230_969_929_2 * s;
     let g = -1.268_438_004_6 * l + 2.609_757_401_1 * m - 0.341_319_396_5 * s;
     let bb = -0.004_196_086_3 * l - 0.703_418_614_7 * m + 1.707_614_701_0 * s;
-    [r, g, bb].map(|c| {
-        (linear_to_srgb(c.clamp(0.0, 1.0)) * 255.0)
-            .round()
-            .clamp(0.0, 255.0) as u8
-    })
+    [r, g, bb].map(|c| (linear_to_srgb(c.clamp(0.0, 1.0)) * 255.0).round().clamp(0.0, 255.0) as u8)
 }
 
 fn compute(t: f64) -> [u8; 3] {
@@ -104,9 +95,7 @@ mod tests {
         assert_eq!(viridis(1.0), [0xfd, 0xe7, 0x25]);
         assert_eq!(viridis(-3.0), viridis(0.0));
         assert_eq!(viridis(f64::NAN), viridis(0.0));
-        let ls: Vec<f64> = (0..256)
-            .map(|i| srgb_to_oklab(viridis(i as f64 / 255.0))[0])
-            .collect();
+        let ls: Vec<f64> = (0..256).map(|i| srgb_to_oklab(viridis(i as f64 / 255.0))[0]).collect();
         // Monotone up to the rounding of 8-bit channels.
         assert!(ls.windows(2).all(|w| w[1] > w[0] - 2e-3), "{ls:?}");
         assert!(ls[255] - ls[0] > 0.5);

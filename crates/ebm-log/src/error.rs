@@ -62,11 +62,7 @@ pub type Result<T, E = LogError> = std::result::Result<T, E>;
 impl LogError {
     /// Shorthand for [`LogError::Io`].
     pub(crate) fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        LogError::Io {
-            op,
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        LogError::Io { op, path: path.as_ref().to_path_buf(), source }
     }
 
     /// Shorthand for [`LogError::InvalidInput`].

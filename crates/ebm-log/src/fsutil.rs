@@ -16,9 +16,8 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// and renamed over `path`, so readers see either the old or the new content, never a partial
 /// file. The folder must exist. Errors name the path that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| LogError::invalid(format!("{} has no file name", path.display())))?;
+    let file_name =
+        path.file_name().ok_or_else(|| LogError::invalid(format!("{} has no file name", path.display())))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -31,8 +30,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(|e| LogError::io("create", path, e))?;
-        f.write_all(bytes)
-            .map_err(|e| LogError::io("write", path, e))?;
+        f.write_all(bytes).map_err(|e| LogError::io("write", path, e))?;
         f.sync_all().map_err(|e| LogError::io("fsync", path, e))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(|e| LogError::io("rename temporary file onto", path, e))
@@ -50,22 +48,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) fn encode_png(img: &RgbImage) -> std::result::Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     image::codecs::png::PngEncoder::new(&mut buf)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            ExtendedColorType::Rgb8,
-        )
+        .write_image(img.as_raw(), img.width(), img.height(), ExtendedColorType::Rgb8)
         .map_err(|e| format!("PNG encoding failed: {e}"))?;
     Ok(buf)
 }
 
 /// Seconds since the Unix epoch.
 pub(crate) fn unix_time() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// Creates `dir` and its parents, naming `dir` in the error.

@@ -54,8 +54,7 @@ impl Histogram {
             return Err(LogError::invalid("histogram needs at least one bin"));
         }
         let finite = values.filter(|v| v.is_finite());
-        let (mut min, mut max, mut num, mut sum, mut sum_squares) =
-            (f64::INFINITY, f64::NEG_INFINITY, 0u64, 0.0, 0.0);
+        let (mut min, mut max, mut num, mut sum, mut sum_squares) = (f64::INFINITY, f64::NEG_INFINITY, 0u64, 0.0, 0.0);
         for v in finite.clone() {
             min = min.min(v);
             max = max.max(v);
@@ -64,9 +63,7 @@ impl Histogram {
             sum_squares += v * v;
         }
         if num == 0 {
-            return Err(LogError::invalid(
-                "histogram of no finite values (empty input, or all NaN/inf)",
-            ));
+            return Err(LogError::invalid("histogram of no finite values (empty input, or all NaN/inf)"));
         }
         let (bucket_limits, counts) = if min == max {
             (vec![max], vec![num])
@@ -81,15 +78,7 @@ impl Histogram {
             limits.push(max);
             (limits, counts)
         };
-        Ok(Histogram {
-            min,
-            max,
-            num,
-            sum,
-            sum_squares,
-            bucket_limits,
-            counts,
-        })
+        Ok(Histogram { min, max, num, sum, sum_squares, bucket_limits, counts })
     }
 
     /// The `HistogramProto` TensorBoard stores.
@@ -108,12 +97,7 @@ impl Histogram {
 
 /// Copies all elements of `t` (any shape, kind, device) into a flat `Vec<f64>`.
 pub(crate) fn tensor_to_f64(t: &Tensor) -> Result<Vec<f64>> {
-    let flat = t
-        .detach()
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Double)?
-        .f_contiguous()?
-        .f_reshape([-1])?;
+    let flat = t.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?.f_contiguous()?.f_reshape([-1])?;
     Ok(Vec::<f64>::try_from(&flat)?)
 }
 
@@ -137,9 +121,7 @@ mod tests {
 
     #[test]
     fn counts_sum_to_n_and_skip_non_finite() {
-        let values: Vec<f64> = (0..1000)
-            .map(|i| ((i * 7919) % 1000) as f64 / 37.0)
-            .collect();
+        let values: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 37.0).collect();
         let h = Histogram::from_values(&values, 30).unwrap();
         assert_eq!(h.counts.iter().sum::<u64>(), 1000);
         assert_eq!(h.counts.len(), 30);
@@ -152,10 +134,7 @@ mod tests {
     #[test]
     fn constant_values_give_one_bucket_and_bad_input_errors() {
         let h = Histogram::from_values(&[2.5; 4], 10).unwrap();
-        assert_eq!(
-            (h.bucket_limits.clone(), h.counts.clone()),
-            (vec![2.5], vec![4])
-        );
+        assert_eq!((h.bucket_limits.clone(), h.counts.clone()), (vec![2.5], vec![4]));
         assert!(Histogram::from_values(&[], 10).is_err());
         assert!(Histogram::from_values(&[f64::NAN], 10).is_err());
         assert!(Histogram::from_values(&[1.0], 0).is_err());

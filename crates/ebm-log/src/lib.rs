@@ -47,6 +47,5 @@ pub use histogram::Histogram;
 pub use rundir::{timestamp_name, RunDir};
 pub use sink::{CsvSink, MetricsSink, MultiSink, ProgressSink};
 pub use tensorboard::{
-    HParamValue, TensorBoardWriter, HPARAMS_EXPERIMENT_TAG, HPARAMS_SESSION_END_TAG,
-    HPARAMS_SESSION_START_TAG,
+    HParamValue, TensorBoardWriter, HPARAMS_EXPERIMENT_TAG, HPARAMS_SESSION_END_TAG, HPARAMS_SESSION_START_TAG,
 };

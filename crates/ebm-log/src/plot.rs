@@ -62,10 +62,7 @@ pub fn series_color(i: usize) -> RGBColor {
 }
 
 fn plot_err(path: &Path, msg: impl std::fmt::Display) -> LogError {
-    LogError::Plot {
-        path: path.to_path_buf(),
-        msg: msg.to_string(),
-    }
+    LogError::Plot { path: path.to_path_buf(), msg: msg.to_string() }
 }
 
 /// Renders a `w`×`h` white canvas with `draw` and returns the image.
@@ -137,12 +134,7 @@ pub struct AxesBox {
 impl AxesBox {
     /// The box `[x.0, x.1] × [y.0, y.1]`; errors unless both ranges are finite and non-empty.
     pub fn new(x: (f64, f64), y: (f64, f64)) -> Result<Self> {
-        let b = AxesBox {
-            x_min: x.0,
-            x_max: x.1,
-            y_min: y.0,
-            y_max: y.1,
-        };
+        let b = AxesBox { x_min: x.0, x_max: x.1, y_min: y.0, y_max: y.1 };
         b.check()?;
         Ok(b)
     }
@@ -153,17 +145,13 @@ impl AxesBox {
     }
 
     fn check(&self) -> Result<()> {
-        let ok = [self.x_min, self.x_max, self.y_min, self.y_max]
-            .iter()
-            .all(|v| v.is_finite())
+        let ok = [self.x_min, self.x_max, self.y_min, self.y_max].iter().all(|v| v.is_finite())
             && self.x_min < self.x_max
             && self.y_min < self.y_max;
         if ok {
             Ok(())
         } else {
-            Err(LogError::invalid(format!(
-                "bad axes box {self:?}: need finite min < max"
-            )))
+            Err(LogError::invalid(format!("bad axes box {self:?}: need finite min < max")))
         }
     }
 
@@ -181,26 +169,16 @@ impl AxesBox {
 pub fn points_from_tensor(t: &Tensor) -> Result<Vec<[f32; 2]>> {
     let size = t.size();
     if size.len() != 2 || size[1] != 2 {
-        return Err(LogError::invalid(format!(
-            "points must have shape [N, 2], got {size:?}"
-        )));
+        return Err(LogError::invalid(format!("points must have shape [N, 2], got {size:?}")));
     }
-    let flat = t
-        .detach()
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?
-        .f_reshape([-1])?;
+    let flat = t.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_reshape([-1])?;
     let v = Vec::<f32>::try_from(&flat)?;
     Ok(v.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
 }
 
 fn inside(points: &[[f32; 2]], bbox: &AxesBox) -> (Vec<(f64, f64)>, usize) {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|p| bbox.contains(**p))
-        .map(|p| (f64::from(p[0]), f64::from(p[1])))
-        .collect();
+    let pts: Vec<(f64, f64)> =
+        points.iter().filter(|p| bbox.contains(**p)).map(|p| (f64::from(p[0]), f64::from(p[1]))).collect();
     let outside = points.len() - pts.len();
     (pts, outside)
 }
@@ -249,10 +227,7 @@ pub fn scatter_samples(
             .label(legend_name("data", data.len(), d_out))
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, blue.filled()));
         chart
-            .draw_series(
-                s.iter()
-                    .map(|&p| Circle::new(p, 2, orange.mix(0.6).filled())),
-            )?
+            .draw_series(s.iter().map(|&p| Circle::new(p, 2, orange.mix(0.6).filled())))?
             .label(legend_name("samples", samples.len(), s_out))
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, orange.filled()));
         chart
@@ -310,9 +285,7 @@ pub fn heatmap(
         None => values
             .iter()
             .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(f64::from(v)), b.max(f64::from(v)))
-            }),
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(f64::from(v)), b.max(f64::from(v)))),
     };
     if !(lo.is_finite() && hi.is_finite()) {
         (lo, hi) = (0.0, 1.0);
@@ -402,32 +375,19 @@ pub fn image_grid_image(images: &Tensor, range: (f64, f64), nrow: usize) -> Resu
     let (n, c, h, w) = match *size.as_slice() {
         [n, c, h, w] => (n, c, h, w),
         [n, h, w] => (n, 1, h, w),
-        _ => {
-            return Err(LogError::invalid(format!(
-                "image grid needs [N, C, H, W] images, got shape {size:?}"
-            )))
-        }
+        _ => return Err(LogError::invalid(format!("image grid needs [N, C, H, W] images, got shape {size:?}"))),
     };
     if n < 1 || h < 1 || w < 1 || !(c == 1 || c == 3) {
-        return Err(LogError::invalid(format!(
-            "image grid needs N, H, W >= 1 and C in {{1, 3}}, got shape {size:?}"
-        )));
+        return Err(LogError::invalid(format!("image grid needs N, H, W >= 1 and C in {{1, 3}}, got shape {size:?}")));
     }
     if nrow == 0 {
         return Err(LogError::invalid("image grid needs nrow >= 1"));
     }
     let (lo, hi) = range;
     if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-        return Err(LogError::invalid(format!(
-            "image value range {range:?} needs low < high"
-        )));
+        return Err(LogError::invalid(format!("image value range {range:?} needs low < high")));
     }
-    let flat = images
-        .detach()
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?
-        .f_reshape([-1])?;
+    let flat = images.detach().f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?.f_reshape([-1])?;
     let data = Vec::<f32>::try_from(&flat)?;
     let (n, c, h, w) = (n as usize, c as usize, h as usize, w as usize);
     let pad = 2usize;
@@ -467,12 +427,7 @@ pub fn image_grid_image(images: &Tensor, range: (f64, f64), nrow: usize) -> Resu
 ///
 /// # Shapes
 /// `images`: `[N, C, H, W]` with `C` 1 or 3.
-pub fn image_grid(
-    path: &Path,
-    images: &Tensor,
-    range: (f64, f64),
-    nrow: usize,
-) -> Result<RgbImage> {
+pub fn image_grid(path: &Path, images: &Tensor, range: (f64, f64), nrow: usize) -> Result<RgbImage> {
     let img = image_grid_image(images, range, nrow)?;
     save_png(path, &img)?;
     Ok(img)
@@ -490,10 +445,7 @@ pub struct Series {
 impl Series {
     /// A named series.
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Series {
-            name: name.into(),
-            points,
-        }
+        Series { name: name.into(), points }
     }
 }
 
@@ -525,20 +477,12 @@ pub fn line_plot(path: &Path, series: &[Series], opts: &LinePlotOptions) -> Resu
         })
         .collect();
     let all = cleaned.iter().flatten();
-    let (mut x0, mut x1, mut y0, mut y1) = all.fold(
-        (
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-        ),
-        |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
-    );
+    let (mut x0, mut x1, mut y0, mut y1) = all
+        .fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), &(x, y)| {
+            (a.min(x), b.max(x), c.min(y), d.max(y))
+        });
     if !x0.is_finite() {
-        return Err(LogError::invalid(format!(
-            "line plot {} has no finite point to draw",
-            path.display()
-        )));
+        return Err(LogError::invalid(format!("line plot {} has no finite point to draw", path.display())));
     }
     if x1 <= x0 {
         (x0, x1) = (x0 - 0.5, x0 + 0.5);
@@ -567,11 +511,7 @@ pub fn line_plot(path: &Path, series: &[Series], opts: &LinePlotOptions) -> Resu
         chart
             .configure_mesh()
             .x_desc(opts.x_label)
-            .y_desc(if log_y {
-                format!("{} (log scale)", opts.y_label)
-            } else {
-                opts.y_label.to_string()
-            })
+            .y_desc(if log_y { format!("{} (log scale)", opts.y_label) } else { opts.y_label.to_string() })
             .x_label_formatter(&tick)
             .y_label_formatter(&y_fmt)
             .axis_desc_style(("sans-serif", 16))
@@ -583,9 +523,7 @@ pub fn line_plot(path: &Path, series: &[Series], opts: &LinePlotOptions) -> Resu
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
                 .label(s.name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
         }
         chart
             .configure_series_labels()
@@ -647,20 +585,8 @@ pub fn compose_images(
     }
     let (label_size, title_size) = (22.0, 28.0);
     let gap = 10u32;
-    let mut cell_w = panels
-        .iter()
-        .flatten()
-        .flatten()
-        .map(|p| p.width())
-        .max()
-        .unwrap_or(200);
-    let cell_h = panels
-        .iter()
-        .flatten()
-        .flatten()
-        .map(|p| p.height())
-        .max()
-        .unwrap_or(200);
+    let mut cell_w = panels.iter().flatten().flatten().map(|p| p.width()).max().unwrap_or(200);
+    let cell_h = panels.iter().flatten().flatten().map(|p| p.height()).max().unwrap_or(200);
     for t in col_titles {
         cell_w = cell_w.max(text_size(t, label_size)?.0 + gap);
     }
@@ -672,11 +598,7 @@ pub fn compose_images(
         Some(t) if !t.is_empty() => text_size(t, title_size)?.1 + 2 * gap,
         _ => 0,
     };
-    let col_h = if col_titles.is_empty() {
-        0
-    } else {
-        text_size("Ag", label_size)?.1 + 2 * gap
-    };
+    let col_h = if col_titles.is_empty() { 0 } else { text_size("Ag", label_size)?.1 + 2 * gap };
     let top = gap + title_h + col_h;
     let mut width = left + cols as u32 * (cell_w + gap);
     let height = top + rows as u32 * (cell_h + gap);
@@ -689,40 +611,19 @@ pub fn compose_images(
     let mut img = render(path, width, height, |root| {
         root.fill(&WHITE)?;
         if let Some(t) = title {
-            let style = ("sans-serif", title_size)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Center, VPos::Center));
-            root.draw(&Text::new(
-                t.to_string(),
-                ((width / 2) as i32, (gap + title_h / 2) as i32),
-                style,
-            ))?;
+            let style = ("sans-serif", title_size).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
+            root.draw(&Text::new(t.to_string(), ((width / 2) as i32, (gap + title_h / 2) as i32), style))?;
         }
-        let style = ("sans-serif", label_size)
-            .into_font()
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Center, VPos::Center));
+        let style = ("sans-serif", label_size).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
         for (c, t) in col_titles.iter().enumerate() {
             let x = cell_x(c) + cell_w / 2;
             let y = gap + title_h + col_h / 2;
-            root.draw(&Text::new(
-                t.to_string(),
-                (x as i32, y as i32),
-                style.clone(),
-            ))?;
+            root.draw(&Text::new(t.to_string(), (x as i32, y as i32), style.clone()))?;
         }
-        let rstyle = ("sans-serif", label_size)
-            .into_font()
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Right, VPos::Center));
+        let rstyle = ("sans-serif", label_size).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
         for (r, t) in row_titles.iter().enumerate() {
             let y = cell_y(r) + cell_h / 2;
-            root.draw(&Text::new(
-                t.to_string(),
-                ((left - gap) as i32, y as i32),
-                rstyle.clone(),
-            ))?;
+            root.draw(&Text::new(t.to_string(), ((left - gap) as i32, y as i32), rstyle.clone()))?;
         }
         for (r, row) in panels.iter().enumerate() {
             for (c, p) in row.iter().enumerate() {
@@ -773,10 +674,7 @@ pub fn compose_grid(
                         .map(|p| {
                             image::open(p)
                                 .map(|i| i.to_rgb8())
-                                .map_err(|e| LogError::Plot {
-                                    path: p.clone(),
-                                    msg: format!("cannot read panel: {e}"),
-                                })
+                                .map_err(|e| LogError::Plot { path: p.clone(), msg: format!("cannot read panel: {e}") })
                         })
                         .transpose()
                 })
@@ -832,10 +730,7 @@ mod tests {
         assert_eq!(img.get_pixel(6, 3), &Rgb([255, 255, 255]));
         assert_eq!(img.get_pixel(0, 0), &Rgb([128, 128, 128]));
         // nrow = 1 stacks them vertically.
-        assert_eq!(
-            image_grid_image(&t, (-1.0, 1.0), 1).unwrap().dimensions(),
-            (6, 10)
-        );
+        assert_eq!(image_grid_image(&t, (-1.0, 1.0), 1).unwrap().dimensions(), (6, 10));
         // RGB channels land in the right place; 0 maps to the middle of the range.
         let rgb = Tensor::from_slice(&[1.0f32, 0.0, 0.5]).reshape([1, 3, 1, 1]);
         let img = image_grid_image(&rgb, (0.0, 1.0), 8).unwrap();
@@ -861,11 +756,7 @@ mod tests {
         // Heat map of f(x, y) = x on a 4x3 grid: left column darkest, right brightest.
         let (nx, ny) = (4, 3);
         let vals: Vec<f32> = (0..nx * ny).map(|k| (k % nx) as f32).collect();
-        let opts = HeatmapOptions {
-            title: "f(x) = x",
-            colorbar_label: "f",
-            ..Default::default()
-        };
+        let opts = HeatmapOptions { title: "f(x) = x", colorbar_label: "f", ..Default::default() };
         let hm = heatmap(&dir.path().join("hm.png"), &vals, nx, ny, &bbox, &opts).unwrap();
         let low = viridis(0.0);
         let high = viridis(1.0);
@@ -877,12 +768,7 @@ mod tests {
             Series::new("cd", vec![(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)]),
             Series::new("sm", vec![(0.0, 2.0), (2.0, 0.1)]),
         ];
-        let lp = LinePlotOptions {
-            title: "nll",
-            x_label: "step",
-            y_label: "nll",
-            log_y: true,
-        };
+        let lp = LinePlotOptions { title: "nll", x_label: "step", y_label: "nll", log_y: true };
         line_plot(&dir.path().join("line.png"), &series, &lp).unwrap();
 
         let grid = compose_grid(
@@ -894,15 +780,9 @@ mod tests {
         )
         .unwrap();
         assert!(grid.width() >= 2 * 640 && grid.height() > 640);
-        let err = compose_grid(
-            &dir.path().join("g2.png"),
-            &[vec![Some(dir.path().join("nope.png"))]],
-            &[],
-            &[],
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = compose_grid(&dir.path().join("g2.png"), &[vec![Some(dir.path().join("nope.png"))]], &[], &[], None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nope.png"), "{err}");
     }
 

@@ -323,12 +323,7 @@ mod tests {
 
     #[test]
     fn event_encodes_with_expected_field_keys() {
-        let ev = Event {
-            wall_time: 1.5,
-            step: 3,
-            file_version: "brain.Event:2".into(),
-            summary: None,
-        };
+        let ev = Event { wall_time: 1.5, step: 3, file_version: "brain.Event:2".into(), summary: None };
         let bytes = ev.encode_to_vec();
         // field 1, wire type 1 (64-bit) = 0x09; field 2 varint = 0x10; field 3 bytes = 0x1a.
         let mut expected = vec![0x09];
@@ -341,10 +336,7 @@ mod tests {
 
     #[test]
     fn histogram_repeated_doubles_are_packed() {
-        let h = HistogramProto {
-            bucket_limit: vec![1.0, 2.0],
-            ..Default::default()
-        };
+        let h = HistogramProto { bucket_limit: vec![1.0, 2.0], ..Default::default() };
         let bytes = h.encode_to_vec();
         // field 6, wire type 2 (length-delimited) = 0x32, length 16.
         assert_eq!(&bytes[..2], &[0x32, 16]);

@@ -26,10 +26,8 @@ pub struct RunDir {
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.chars().any(|c| c == '/' || c == '\\' || c == '\0');
+    let bad =
+        name.is_empty() || name == "." || name == ".." || name.chars().any(|c| c == '/' || c == '\\' || c == '\0');
     if bad {
         return Err(LogError::invalid(format!(
             "{what} '{name}' must be a non-empty single folder name (no '/', '\\', '.' or '..')"
@@ -58,12 +56,7 @@ pub fn timestamp_name(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, mo, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}-{:02}-{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    format!("{y:04}-{mo:02}-{d:02}T{:02}-{:02}-{:02}", rem / 3600, (rem / 60) % 60, rem % 60)
 }
 
 impl RunDir {
@@ -83,20 +76,13 @@ impl RunDir {
         let base = match run_name {
             Some(n) => n.to_string(),
             None => {
-                let secs = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
                 timestamp_name(secs)
             }
         };
         let mut attempt = 1u32;
         let (name, path) = loop {
-            let name = if attempt == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{attempt}")
-            };
+            let name = if attempt == 1 { base.clone() } else { format!("{base}-{attempt}") };
             let path = exp_dir.join(&name);
             match std::fs::create_dir(&path) {
                 Ok(()) => break (name, path),
@@ -112,11 +98,7 @@ impl RunDir {
                 Err(e) => return Err(LogError::io("create folder", &path, e)),
             }
         };
-        let run = RunDir {
-            path,
-            exp: exp.to_string(),
-            name,
-        };
+        let run = RunDir { path, exp: exp.to_string(), name };
         create_dir_all(&run.figures_dir())?;
         create_dir_all(&run.checkpoints_dir())?;
         Ok(run)
@@ -133,15 +115,9 @@ impl RunDir {
             ));
         }
         let name_of = |p: Option<&Path>| {
-            p.and_then(|p| p.file_name())
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default()
+            p.and_then(|p| p.file_name()).map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
         };
-        let run = RunDir {
-            path: path.to_path_buf(),
-            exp: name_of(path.parent()),
-            name: name_of(Some(path)),
-        };
+        let run = RunDir { path: path.to_path_buf(), exp: name_of(path.parent()), name: name_of(Some(path)) };
         create_dir_all(&run.figures_dir())?;
         create_dir_all(&run.checkpoints_dir())?;
         Ok(run)
@@ -234,14 +210,8 @@ mod tests {
         assert_eq!(a.path().parent().unwrap(), dir.path().join("exp1"));
         assert_eq!(a.config_path(), a.path().join("config.toml"));
         assert_eq!(a.metrics_csv_path(), a.path().join("metrics.csv"));
-        assert_eq!(
-            a.figure_path("samples"),
-            a.path().join("figures/samples.png")
-        );
-        assert_eq!(
-            a.checkpoint_path("model.ot"),
-            a.path().join("checkpoints/model.ot")
-        );
+        assert_eq!(a.figure_path("samples"), a.path().join("figures/samples.png"));
+        assert_eq!(a.checkpoint_path("model.ot"), a.path().join("checkpoints/model.ot"));
         let b = RunDir::create(dir.path(), "exp1", Some(a.name()));
         assert!(matches!(b, Err(LogError::RunExists(_))));
         let named = RunDir::create(dir.path(), "exp1", Some("cd-lr0.1")).unwrap();
@@ -256,10 +226,7 @@ mod tests {
     #[test]
     fn default_name_gets_suffix_when_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         // Pre-create the names of this second and the next so the test cannot race the clock.
         for s in [secs, secs + 1] {
             std::fs::create_dir_all(dir.path().join("e").join(timestamp_name(s))).unwrap();
@@ -275,12 +242,7 @@ mod tests {
         assert!(RunDir::create(dir.path(), "e", Some("..")).is_err());
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = RunDir::create(&file, "exp", Some("r"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(&file.join("exp").display().to_string()),
-            "{err}"
-        );
+        let err = RunDir::create(&file, "exp", Some("r")).unwrap_err().to_string();
+        assert!(err.contains(&file.join("exp").display().to_string()), "{err}");
     }
 }

@@ -178,10 +178,7 @@ pub struct CsvSink {
 
 impl std::fmt::Debug for CsvSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvSink")
-            .field("path", &self.path)
-            .field("columns", &self.columns)
-            .finish()
+        f.debug_struct("CsvSink").field("path", &self.path).field("columns", &self.columns).finish()
     }
 }
 
@@ -228,10 +225,7 @@ impl CsvSink {
     }
 
     fn csv_err(&self, msg: impl std::fmt::Display) -> LogError {
-        LogError::Csv {
-            path: self.path.clone(),
-            msg: msg.to_string(),
-        }
+        LogError::Csv { path: self.path.clone(), msg: msg.to_string() }
     }
 
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
@@ -239,14 +233,11 @@ impl CsvSink {
             path: self.path.clone(),
             msg: "file is not open (an earlier rewrite failed)".into(),
         })?;
-        out.write_all(bytes)
-            .map_err(|e| LogError::io("write", &self.path, e))
+        out.write_all(bytes).map_err(|e| LogError::io("write", &self.path, e))
     }
 
     fn header_fields(&self) -> Vec<String> {
-        std::iter::once("step".to_string())
-            .chain(self.columns.iter().cloned())
-            .collect()
+        std::iter::once("step".to_string()).chain(self.columns.iter().cloned()).collect()
     }
 
     fn write_header(&mut self) -> Result<()> {
@@ -259,18 +250,13 @@ impl CsvSink {
     /// Rewrites the file with the current (wider) header, padding earlier rows.
     fn rewrite_with_new_columns(&mut self) -> Result<()> {
         if let Some(mut out) = self.out.take() {
-            out.flush()
-                .map_err(|e| LogError::io("write", &self.path, e))?;
+            out.flush().map_err(|e| LogError::io("write", &self.path, e))?;
         }
         let old = std::fs::read(&self.path).map_err(|e| LogError::io("read", &self.path, e))?;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(true)
-            .from_reader(old.as_slice());
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(old.as_slice());
         let width = self.columns.len() + 1;
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(self.header_fields())
-            .map_err(|e| self.csv_err(e))?;
+        w.write_record(self.header_fields()).map_err(|e| self.csv_err(e))?;
         for rec in reader.records() {
             let rec = rec.map_err(|e| self.csv_err(e))?;
             let mut fields: Vec<&str> = rec.iter().collect();
@@ -279,10 +265,7 @@ impl CsvSink {
         }
         let bytes = w.into_inner().map_err(|e| self.csv_err(e))?;
         write_atomic(&self.path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| LogError::io("open", &self.path, e))?;
+        let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| LogError::io("open", &self.path, e))?;
         self.out = Some(BufWriter::new(file));
         Ok(())
     }
@@ -306,11 +289,7 @@ impl CsvSink {
         let mut fields = vec![String::new(); self.columns.len() + 1];
         fields[0] = step.to_string();
         for (tag, v) in &pending {
-            let i = self
-                .columns
-                .iter()
-                .position(|c| c == tag)
-                .expect("added above");
+            let i = self.columns.iter().position(|c| c == tag).expect("added above");
             fields[i + 1] = csv_number(*v);
         }
         let line = csv_line(&fields).map_err(|e| self.csv_err(e))?;
@@ -334,11 +313,8 @@ impl MetricsSink for CsvSink {
     fn flush(&mut self) -> Result<()> {
         self.write_pending()?;
         if let Some(out) = self.out.as_mut() {
-            out.flush()
-                .map_err(|e| LogError::io("write", &self.path, e))?;
-            out.get_ref()
-                .sync_data()
-                .map_err(|e| LogError::io("fsync", &self.path, e))?;
+            out.flush().map_err(|e| LogError::io("write", &self.path, e))?;
+            out.get_ref().sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
         }
         Ok(())
     }
@@ -380,9 +356,7 @@ pub struct ProgressSink {
 
 impl std::fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProgressSink")
-            .field("latest", &self.latest)
-            .finish()
+        f.debug_struct("ProgressSink").field("latest", &self.latest).finish()
     }
 }
 
@@ -417,12 +391,7 @@ impl ProgressSink {
 
     /// Wraps an existing bar (its style and target are kept).
     pub fn with_bar(bar: ProgressBar) -> Self {
-        ProgressSink {
-            bar,
-            latest: Vec::new(),
-            print_every: None,
-            last_printed: None,
-        }
+        ProgressSink { bar, latest: Vec::new(), print_every: None, last_printed: None }
     }
 
     /// Also prints `step N: <message>` to stdout every `n` steps when the bar is hidden (output
@@ -439,11 +408,7 @@ impl ProgressSink {
 
     /// The current message, e.g. `loss=0.1234 acc=0.9000`.
     pub fn message(&self) -> String {
-        self.latest
-            .iter()
-            .map(|(t, v)| format!("{t}={}", short_number(*v)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.latest.iter().map(|(t, v)| format!("{t}={}", short_number(*v))).collect::<Vec<_>>().join(" ")
     }
 
     /// Finishes the bar, leaving it on screen.
@@ -461,10 +426,7 @@ impl MetricsSink for ProgressSink {
         self.bar.set_position(step);
         let msg = self.message();
         if let Some(n) = self.print_every {
-            if self.bar.is_hidden()
-                && step.checked_rem(n) == Some(0)
-                && self.last_printed != Some(step)
-            {
+            if self.bar.is_hidden() && step.checked_rem(n) == Some(0) && self.last_printed != Some(step) {
                 self.last_printed = Some(step);
                 println!("step {step}: {msg}");
             }
@@ -496,10 +458,7 @@ mod tests {
         s.scalar("lr", 1, 1e-7).unwrap();
         s.scalar("loss", 2, f64::NAN).unwrap();
         s.flush().unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "step,loss,lr\n0,1.5,0.1\n1,0.75,1e-7\n2,NaN,\n"
-        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,loss,lr\n0,1.5,0.1\n1,0.75,1e-7\n2,NaN,\n");
         assert_eq!(s.columns(), ["loss", "lr"]);
     }
 
@@ -515,10 +474,7 @@ mod tests {
             s.scalar("loss", 1, 0.5).unwrap(); // last value of a step wins
             s.scalar("loss", 2, 0.25).unwrap();
         } // drop writes the pending row
-        assert_eq!(
-            std::fs::read_to_string(&p).unwrap(),
-            "step,loss,\"eval,nll\"\n0,2.0,\n1,0.5,3.0\n2,0.25,\n"
-        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,loss,\"eval,nll\"\n0,2.0,\n1,0.5,3.0\n2,0.25,\n");
     }
 
     #[test]
@@ -573,10 +529,7 @@ mod tests {
     #[test]
     fn multi_sink_calls_every_sink_and_returns_first_error() {
         let log = Rc::new(RefCell::new(Vec::new()));
-        let mut m = MultiSink::new(vec![
-            Box::new(Recorder(log.clone(), true)),
-            Box::new(Recorder(log.clone(), false)),
-        ]);
+        let mut m = MultiSink::new(vec![Box::new(Recorder(log.clone(), true)), Box::new(Recorder(log.clone(), false))]);
         let err = m.scalar("x", 1, 2.0).unwrap_err();
         assert!(err.to_string().contains("boom"));
         m.flush().unwrap();

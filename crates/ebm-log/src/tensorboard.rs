@@ -107,9 +107,7 @@ pub struct TensorBoardWriter {
 
 impl std::fmt::Debug for TensorBoardWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TensorBoardWriter")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("TensorBoardWriter").field("path", &self.path).finish()
     }
 }
 
@@ -120,11 +118,8 @@ fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_default();
-    let clean: String = raw
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-        .collect();
+    let clean: String =
+        raw.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect();
     if clean.is_empty() {
         "localhost".into()
     } else {
@@ -133,8 +128,7 @@ fn hostname() -> String {
 }
 
 fn to_step(step: u64) -> Result<i64> {
-    i64::try_from(step)
-        .map_err(|_| LogError::invalid(format!("step {step} does not fit TensorBoard's int64")))
+    i64::try_from(step).map_err(|_| LogError::invalid(format!("step {step} does not fit TensorBoard's int64")))
 }
 
 impl TensorBoardWriter {
@@ -145,9 +139,7 @@ impl TensorBoardWriter {
     /// appended; TensorBoard reads every file whose name contains `tfevents`.
     pub fn create(run_dir: &Path) -> Result<Self> {
         create_dir_all(run_dir)?;
-        let key = run_dir
-            .canonicalize()
-            .map_err(|e| LogError::io("resolve folder", run_dir, e))?;
+        let key = run_dir.canonicalize().map_err(|e| LogError::io("resolve folder", run_dir, e))?;
         {
             let mut guard = OPEN_RUNS.lock().unwrap_or_else(|p| p.into_inner());
             let set = guard.get_or_insert_with(HashSet::new);
@@ -169,11 +161,7 @@ impl TensorBoardWriter {
         let base = format!("events.out.tfevents.{:010}.{}", wall as u64, hostname());
         let mut n = 0;
         let (path, file) = loop {
-            let name = if n == 0 {
-                base.clone()
-            } else {
-                format!("{base}.{n}")
-            };
+            let name = if n == 0 { base.clone() } else { format!("{base}.{n}") };
             let path = run_dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(f) => break (path, f),
@@ -187,15 +175,8 @@ impl TensorBoardWriter {
             file: BufWriter::with_capacity(1 << 16, file),
             last_flush: Instant::now(),
         };
-        w.write_event(Event {
-            wall_time: wall,
-            step: 0,
-            file_version: "brain.Event:2".into(),
-            summary: None,
-        })?;
-        w.file
-            .flush()
-            .map_err(|e| LogError::io("write", &w.path, e))?;
+        w.write_event(Event { wall_time: wall, step: 0, file_version: "brain.Event:2".into(), summary: None })?;
+        w.file.flush().map_err(|e| LogError::io("write", &w.path, e))?;
         Ok(w)
     }
 
@@ -211,12 +192,9 @@ impl TensorBoardWriter {
 
     fn write_event(&mut self, event: Event) -> Result<()> {
         let data = event.encode_to_vec();
-        tfrecord::write_record(&mut self.file, &data)
-            .map_err(|e| LogError::io("write", &self.path, e))?;
+        tfrecord::write_record(&mut self.file, &data).map_err(|e| LogError::io("write", &self.path, e))?;
         if self.last_flush.elapsed() >= AUTO_FLUSH {
-            self.file
-                .flush()
-                .map_err(|e| LogError::io("write", &self.path, e))?;
+            self.file.flush().map_err(|e| LogError::io("write", &self.path, e))?;
             self.last_flush = Instant::now();
         }
         Ok(())
@@ -254,16 +232,10 @@ impl TensorBoardWriter {
     /// An RGB image, PNG-encoded.
     pub fn add_image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
         if image.width() == 0 || image.height() == 0 {
-            return Err(LogError::invalid(format!(
-                "image '{tag}' is empty ({}x{})",
-                image.width(),
-                image.height()
-            )));
+            return Err(LogError::invalid(format!("image '{tag}' is empty ({}x{})", image.width(), image.height())));
         }
-        let png = encode_png(image).map_err(|msg| LogError::Plot {
-            path: self.path.clone(),
-            msg: format!("image '{tag}': {msg}"),
-        })?;
+        let png = encode_png(image)
+            .map_err(|msg| LogError::Plot { path: self.path.clone(), msg: format!("image '{tag}': {msg}") })?;
         let value = SummaryValue {
             tag: tag.to_string(),
             metadata: None,
@@ -279,34 +251,19 @@ impl TensorBoardWriter {
 
     /// A histogram of precomputed buckets.
     pub fn add_histogram_buckets(&mut self, tag: &str, step: u64, h: &Histogram) -> Result<()> {
-        let value = SummaryValue {
-            tag: tag.to_string(),
-            metadata: None,
-            value: Some(SummaryValueKind::Histo(h.to_proto())),
-        };
+        let value =
+            SummaryValue { tag: tag.to_string(), metadata: None, value: Some(SummaryValueKind::Histo(h.to_proto())) };
         self.write_values(step, vec![value])
     }
 
     /// A histogram of `values` in `bins` equal-width buckets (see [`Histogram`]).
-    pub fn add_histogram(
-        &mut self,
-        tag: &str,
-        step: u64,
-        values: &[f64],
-        bins: usize,
-    ) -> Result<()> {
+    pub fn add_histogram(&mut self, tag: &str, step: u64, values: &[f64], bins: usize) -> Result<()> {
         let h = Histogram::from_values(values, bins)?;
         self.add_histogram_buckets(tag, step, &h)
     }
 
     /// A histogram of all elements of a tensor (any shape, kind or device).
-    pub fn add_histogram_tensor(
-        &mut self,
-        tag: &str,
-        step: u64,
-        t: &Tensor,
-        bins: usize,
-    ) -> Result<()> {
+    pub fn add_histogram_tensor(&mut self, tag: &str, step: u64, t: &Tensor, bins: usize) -> Result<()> {
         let h = Histogram::from_tensor(t, bins)?;
         self.add_histogram_buckets(tag, step, &h)
     }
@@ -316,20 +273,12 @@ impl TensorBoardWriter {
         let value = SummaryValue {
             tag: tag.to_string(),
             metadata: Some(SummaryMetadata {
-                plugin_data: Some(PluginData {
-                    plugin_name: "text".into(),
-                    content: Vec::new(),
-                }),
+                plugin_data: Some(PluginData { plugin_name: "text".into(), content: Vec::new() }),
                 ..Default::default()
             }),
             value: Some(SummaryValueKind::Tensor(TensorProto {
                 dtype: DT_STRING,
-                tensor_shape: Some(TensorShapeProto {
-                    dim: vec![TensorShapeDim {
-                        size: 1,
-                        name: String::new(),
-                    }],
-                }),
+                tensor_shape: Some(TensorShapeProto { dim: vec![TensorShapeDim { size: 1, name: String::new() }] }),
                 float_val: Vec::new(),
                 string_val: vec![markdown.as_bytes().to_vec()],
             })),
@@ -338,30 +287,18 @@ impl TensorBoardWriter {
     }
 
     fn hparams_value(tag: &str, data: HParamsData) -> SummaryValue {
-        let content = HParamsPluginData {
-            version: 0,
-            data: Some(data),
-        }
-        .encode_to_vec();
+        let content = HParamsPluginData { version: 0, data: Some(data) }.encode_to_vec();
         SummaryValue {
             tag: tag.to_string(),
             metadata: Some(SummaryMetadata {
-                plugin_data: Some(PluginData {
-                    plugin_name: "hparams".into(),
-                    content,
-                }),
+                plugin_data: Some(PluginData { plugin_name: "hparams".into(), content }),
                 ..Default::default()
             }),
             // The hparams plugin ignores the tensor; TensorBoard's own writer stores an empty
             // float tensor of shape [0] here.
             value: Some(SummaryValueKind::Tensor(TensorProto {
                 dtype: proto::DT_FLOAT,
-                tensor_shape: Some(TensorShapeProto {
-                    dim: vec![TensorShapeDim {
-                        size: 0,
-                        name: String::new(),
-                    }],
-                }),
+                tensor_shape: Some(TensorShapeProto { dim: vec![TensorShapeDim { size: 0, name: String::new() }] }),
                 float_val: Vec::new(),
                 string_val: Vec::new(),
             })),
@@ -374,18 +311,11 @@ impl TensorBoardWriter {
     /// values), a session-end summary (status success), all at step 0, then each metric as a
     /// scalar at `step`. Metric tags may be the same tags as the training scalars (the HParams
     /// tab shows the last value of each).
-    pub fn add_hparams(
-        &mut self,
-        hparams: &[(&str, HParamValue)],
-        metrics: &[(&str, f64)],
-        step: u64,
-    ) -> Result<()> {
+    pub fn add_hparams(&mut self, hparams: &[(&str, HParamValue)], metrics: &[(&str, f64)], step: u64) -> Result<()> {
         let mut seen = HashSet::new();
         for (name, _) in hparams {
             if name.is_empty() || !seen.insert(*name) {
-                return Err(LogError::invalid(format!(
-                    "hparam names must be non-empty and distinct (got '{name}')"
-                )));
+                return Err(LogError::invalid(format!("hparam names must be non-empty and distinct (got '{name}')")));
             }
         }
         let now = unix_time();
@@ -394,56 +324,28 @@ impl TensorBoardWriter {
             time_created_secs: now,
             hparam_infos: hparams
                 .iter()
-                .map(|(name, v)| HParamInfo {
-                    name: name.to_string(),
-                    r#type: v.type_code(),
-                    ..Default::default()
-                })
+                .map(|(name, v)| HParamInfo { name: name.to_string(), r#type: v.type_code(), ..Default::default() })
                 .collect(),
             metric_infos: metrics
                 .iter()
                 .map(|(tag, _)| MetricInfo {
-                    name: Some(MetricName {
-                        group: String::new(),
-                        tag: tag.to_string(),
-                    }),
+                    name: Some(MetricName { group: String::new(), tag: tag.to_string() }),
                     ..Default::default()
                 })
                 .collect(),
         };
         let start = SessionStartInfo {
-            hparams: hparams
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_proto()))
-                .collect::<HashMap<_, _>>(),
+            hparams: hparams.iter().map(|(k, v)| (k.to_string(), v.to_proto())).collect::<HashMap<_, _>>(),
             group_name: String::new(),
             start_time_secs: now,
         };
-        let end = SessionEndInfo {
-            status: STATUS_SUCCESS,
-            end_time_secs: now,
-        };
+        let end = SessionEndInfo { status: STATUS_SUCCESS, end_time_secs: now };
+        self.write_values(0, vec![Self::hparams_value(HPARAMS_EXPERIMENT_TAG, HParamsData::Experiment(experiment))])?;
         self.write_values(
             0,
-            vec![Self::hparams_value(
-                HPARAMS_EXPERIMENT_TAG,
-                HParamsData::Experiment(experiment),
-            )],
+            vec![Self::hparams_value(HPARAMS_SESSION_START_TAG, HParamsData::SessionStartInfo(start))],
         )?;
-        self.write_values(
-            0,
-            vec![Self::hparams_value(
-                HPARAMS_SESSION_START_TAG,
-                HParamsData::SessionStartInfo(start),
-            )],
-        )?;
-        self.write_values(
-            0,
-            vec![Self::hparams_value(
-                HPARAMS_SESSION_END_TAG,
-                HParamsData::SessionEndInfo(end),
-            )],
-        )?;
+        self.write_values(0, vec![Self::hparams_value(HPARAMS_SESSION_END_TAG, HParamsData::SessionEndInfo(end))])?;
         if !metrics.is_empty() {
             self.add_scalars(step, metrics)?;
         }
@@ -452,13 +354,8 @@ impl TensorBoardWriter {
 
     /// Writes buffered records and fsyncs the file: afterwards the bytes are on disk.
     pub fn flush(&mut self) -> Result<()> {
-        self.file
-            .flush()
-            .map_err(|e| LogError::io("write", &self.path, e))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(|e| LogError::io("fsync", &self.path, e))?;
+        self.file.flush().map_err(|e| LogError::io("write", &self.path, e))?;
+        self.file.get_ref().sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
         self.last_flush = Instant::now();
         Ok(())
     }
@@ -486,11 +383,7 @@ mod tests {
     fn values(events: &[Event]) -> Vec<(i64, SummaryValue)> {
         events
             .iter()
-            .flat_map(|e| {
-                e.summary
-                    .iter()
-                    .flat_map(move |s| s.value.iter().map(move |v| (e.step, v.clone())))
-            })
+            .flat_map(|e| e.summary.iter().flat_map(move |s| s.value.iter().map(move |v| (e.step, v.clone()))))
             .collect()
     }
 
@@ -502,8 +395,7 @@ mod tests {
         assert!(name.starts_with("events.out.tfevents."), "{name}");
         w.add_scalar("loss", 3, 0.25).unwrap();
         w.add_text("config", 0, "lr = 0.1").unwrap();
-        w.add_histogram("w", 5, &[0.0, 1.0, 2.0, 3.0, 4.0], 4)
-            .unwrap();
+        w.add_histogram("w", 5, &[0.0, 1.0, 2.0, 3.0, 4.0], 4).unwrap();
         w.add_image("img", 1, &RgbImage::new(3, 2)).unwrap();
         w.flush().unwrap();
         let events = read_event_file(w.path()).unwrap();
@@ -557,47 +449,18 @@ mod tests {
     fn hparams_encode_the_plugin_data() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = TensorBoardWriter::create(dir.path()).unwrap();
-        w.add_hparams(
-            &[("method", "cd".into()), ("lr", 0.01.into())],
-            &[("nll", 1.5)],
-            9,
-        )
-        .unwrap();
-        assert!(w
-            .add_hparams(&[("a", 1.0.into()), ("a", 2.0.into())], &[], 0)
-            .is_err());
+        w.add_hparams(&[("method", "cd".into()), ("lr", 0.01.into())], &[("nll", 1.5)], 9).unwrap();
+        assert!(w.add_hparams(&[("a", 1.0.into()), ("a", 2.0.into())], &[], 0).is_err());
         w.flush().unwrap();
         let vals = values(&read_event_file(w.path()).unwrap());
         let tags: Vec<_> = vals.iter().map(|(_, v)| v.tag.as_str()).collect();
-        assert_eq!(
-            tags,
-            [
-                HPARAMS_EXPERIMENT_TAG,
-                HPARAMS_SESSION_START_TAG,
-                HPARAMS_SESSION_END_TAG,
-                "nll"
-            ]
-        );
-        let content = &vals[1]
-            .1
-            .metadata
-            .as_ref()
-            .unwrap()
-            .plugin_data
-            .as_ref()
-            .unwrap()
-            .content;
+        assert_eq!(tags, [HPARAMS_EXPERIMENT_TAG, HPARAMS_SESSION_START_TAG, HPARAMS_SESSION_END_TAG, "nll"]);
+        let content = &vals[1].1.metadata.as_ref().unwrap().plugin_data.as_ref().unwrap().content;
         let data = HParamsPluginData::decode(content.as_slice()).unwrap();
         match data.data {
             Some(HParamsData::SessionStartInfo(s)) => {
-                assert_eq!(
-                    s.hparams["method"].kind,
-                    Some(ProtoValueKind::StringValue("cd".into()))
-                );
-                assert_eq!(
-                    s.hparams["lr"].kind,
-                    Some(ProtoValueKind::NumberValue(0.01))
-                );
+                assert_eq!(s.hparams["method"].kind, Some(ProtoValueKind::StringValue("cd".into())));
+                assert_eq!(s.hparams["lr"].kind, Some(ProtoValueKind::NumberValue(0.01)));
             }
             other => panic!("expected session start info, got {other:?}"),
         }

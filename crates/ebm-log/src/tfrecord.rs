@@ -50,18 +50,13 @@ pub fn write_record<W: Write>(w: &mut W, data: &[u8]) -> std::io::Result<()> {
 /// `source` only names the buffer in error messages (use the file's path). A truncated final
 /// record or a CRC mismatch is an error naming the byte offset of the record.
 pub fn parse_records(bytes: &[u8], source: &Path) -> Result<Vec<Vec<u8>>> {
-    let corrupt = |offset: usize, msg: String| LogError::Corrupt {
-        path: source.to_path_buf(),
-        offset: offset as u64,
-        msg,
-    };
+    let corrupt =
+        |offset: usize, msg: String| LogError::Corrupt { path: source.to_path_buf(), offset: offset as u64, msg };
     let mut records = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
         let start = pos;
-        let header = bytes
-            .get(pos..pos + 12)
-            .ok_or_else(|| corrupt(start, "truncated record header".into()))?;
+        let header = bytes.get(pos..pos + 12).ok_or_else(|| corrupt(start, "truncated record header".into()))?;
         let len_bytes = &header[..8];
         let len_crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         if masked_crc32c(len_bytes) != len_crc {
@@ -73,13 +68,9 @@ pub fn parse_records(bytes: &[u8], source: &Path) -> Result<Vec<Vec<u8>>> {
             .filter(|&l| l <= bytes.len())
             .ok_or_else(|| corrupt(start, format!("record length {len} exceeds the buffer")))?;
         pos += 12;
-        let data = bytes
-            .get(pos..pos + len)
-            .ok_or_else(|| corrupt(start, "truncated record data".into()))?;
+        let data = bytes.get(pos..pos + len).ok_or_else(|| corrupt(start, "truncated record data".into()))?;
         pos += len;
-        let crc_bytes = bytes
-            .get(pos..pos + 4)
-            .ok_or_else(|| corrupt(start, "truncated data CRC".into()))?;
+        let crc_bytes = bytes.get(pos..pos + 4).ok_or_else(|| corrupt(start, "truncated data CRC".into()))?;
         let data_crc = u32::from_le_bytes(crc_bytes.try_into().expect("4 bytes"));
         if masked_crc32c(data) != data_crc {
             return Err(corrupt(start, "data CRC mismatch".into()));

@@ -44,9 +44,7 @@ fn free_port() -> u16 {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -55,18 +53,12 @@ fn enc(s: &str) -> String {
 /// One HTTP/1.0 request to 127.0.0.1:`port`; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     }
     req.push_str("\r\n");
     req.push_str(body.unwrap_or(""));
@@ -74,9 +66,7 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Result<(u16,
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
     let resp = String::from_utf8_lossy(&resp).to_string();
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("malformed response: {resp:.200}"))?;
+    let (head, body) = resp.split_once("\r\n\r\n").ok_or_else(|| format!("malformed response: {resp:.200}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
@@ -147,10 +137,7 @@ fn tensorboard_server_shows_our_run() {
             );
         }
         if let Ok(Some(status)) = server.child.try_wait() {
-            panic!(
-                "TensorBoard exited early ({status}); log:\n{}",
-                server.log_tail()
-            );
+            panic!("TensorBoard exited early ({status}); log:\n{}", server.log_tail());
         }
         match get_json(port, "/data/plugin/scalars/tags") {
             Ok(v) if v[run_name].get("train/loss").is_some() => break v,
@@ -159,27 +146,16 @@ fn tensorboard_server_shows_our_run() {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let check = |r: Result<Value, String>| {
-        r.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log_tail()))
-    };
+    let check = |r: Result<Value, String>| r.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log_tail()));
 
     let runs = check(get_json(port, "/data/runs"));
     assert_eq!(runs, serde_json::json!([run_name]));
     for tag in ["train/loss", "eval/nll", "hparam/nll"] {
-        assert!(
-            tags[run_name].get(tag).is_some(),
-            "tag {tag} missing in {tags}"
-        );
+        assert!(tags[run_name].get(tag).is_some(), "tag {tag} missing in {tags}");
     }
 
-    let scalars = check(get_json(
-        port,
-        &format!(
-            "/data/plugin/scalars/scalars?run={}&tag={}",
-            enc(run_name),
-            enc("train/loss")
-        ),
-    ));
+    let scalars =
+        check(get_json(port, &format!("/data/plugin/scalars/scalars?run={}&tag={}", enc(run_name), enc("train/loss"))));
     // Rows are [wall_time, step, value].
     let rows = scalars.as_array().expect("scalar rows");
     assert_eq!(rows.len(), 11);
@@ -187,11 +163,7 @@ fn tensorboard_server_shows_our_run() {
     assert_eq!(rows[4][2].as_f64(), Some(f64::from(0.2f32)));
 
     let images = check(get_json(port, "/data/plugin/images/tags"));
-    assert_eq!(
-        images[run_name]["samples"]["samples"].as_i64(),
-        Some(1),
-        "{images}"
-    );
+    assert_eq!(images[run_name]["samples"]["samples"].as_i64(), Some(1), "{images}");
 
     let text = check(get_json(port, "/data/plugin/text/tags"));
     assert_eq!(text[run_name], serde_json::json!(["config"]));

@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use ebm_core::autograd::Probe;
 use ebm_core::data::Source2d;
 use ebm_core::energy::{EnergyModel, Mlp, MlpConfig};
-use ebm_core::eval::{evaluate_2d, grid_log_z, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ, GridSpec};
+use ebm_core::eval::{
+    evaluate_2d, grid_log_z, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ, GridSpec,
+};
 use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig, SmMethod};
 use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
@@ -429,7 +431,7 @@ fn run_one(
     let (every, image_every, iters) = (cfg.eval.every, cfg.eval.image_every, cfg.train.iters);
     let tmp_png = sub.join(".tmp-eval.png");
     let mut eval = |step: usize, m: &dyn EnergyModel, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
-        let due = |n: usize| (n > 0 && step % n == 0) || step == iters;
+        let due = |n: usize| (n > 0 && step.is_multiple_of(n)) || step == iters;
         let io = |e: ebm_log::LogError| ebm_core::EbmError::Io {
             path: sub.display().to_string(),
             source: std::io::Error::other(e.to_string()),
@@ -442,7 +444,8 @@ fn run_one(
             }
             sink.scalar("eval/log_z", step as u64, gz.log_z).map_err(io)?;
             if due(image_every) {
-                let opts = HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
+                let opts =
+                    HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
                 let img = plot::heatmap(&tmp_png, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &opts).map_err(io)?;
                 sink.image("density", step as u64, &img).map_err(io)?;
                 let quick = SamplingSettings { n: 500, ..cfg.sampling.clone() };
@@ -478,8 +481,7 @@ fn run_one(
 
     let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
     let title = format!("{} on {ds}", cfg.label(method));
-    let heat_opts =
-        HeatmapOptions { title: &title, points: Some(&sample_pts), range: None, colorbar_label: "p_θ(x)" };
+    let heat_opts = HeatmapOptions { title: &title, points: Some(&sample_pts), range: None, colorbar_label: "p_θ(x)" };
     let heatmap = sub.join("density.png");
     let img = plot::heatmap(&heatmap, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &heat_opts)?;
     sink.image("final/density_with_samples", outcome.steps as u64, &img)?;
@@ -502,7 +504,8 @@ fn run_one(
         train_seconds,
         total_seconds,
     };
-    let mut final_metrics = vec![("final/nll", row.nll), ("final/mmd2", row.mmd2), ("final/ms_per_iter", row.ms_per_iter)];
+    let mut final_metrics =
+        vec![("final/nll", row.nll), ("final/mmd2", row.mmd2), ("final/ms_per_iter", row.ms_per_iter)];
     if let Some(kl) = row.kl {
         final_metrics.push(("final/kl", kl));
     }
@@ -647,8 +650,13 @@ mod tests {
 
     #[test]
     fn grid_mode_weights_of_a_known_mixture() {
-        let m = ebm_core::energy::GaussianMixture::isotropic(&[0.8, 0.2], &[vec![-2.0, 0.0], vec![2.0, 0.0]], 0.3, Device::Cpu)
-            .unwrap();
+        let m = ebm_core::energy::GaussianMixture::isotropic(
+            &[0.8, 0.2],
+            &[vec![-2.0, 0.0], vec![2.0, 0.0]],
+            0.3,
+            Device::Cpu,
+        )
+        .unwrap();
         let grid = GridSpec::with_margin([-3.5, 3.5, -2.0, 2.0], 0.1, 200).unwrap();
         let gz = grid_log_z(&m, &grid, Device::Cpu).unwrap();
         let w = grid_mode_weights(&gz, &[[-2.0, 0.0], [2.0, 0.0]]);

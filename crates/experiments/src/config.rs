@@ -11,7 +11,8 @@ use std::path::Path;
 pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>, overrides: &[String]) -> Result<T> {
     let mut table: toml::Table = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", p.display()))?
         }
         None => toml::Table::try_from(T::default()).context("serialising the default config")?,
@@ -72,7 +73,8 @@ mod tests {
 
     #[test]
     fn overrides_apply_to_nested_keys() {
-        let c: Cfg = load(None, &["iters=5".into(), "inner.lr=1e-4".into(), "inner.names=[\"a\", \"b\"]".into()]).unwrap();
+        let c: Cfg =
+            load(None, &["iters=5".into(), "inner.lr=1e-4".into(), "inner.names=[\"a\", \"b\"]".into()]).unwrap();
         assert_eq!(c, Cfg { iters: 5, inner: Inner { lr: 1e-4, names: vec!["a".into(), "b".into()] } });
     }
 

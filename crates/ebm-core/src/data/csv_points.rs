@@ -36,10 +36,7 @@ pub fn read_points_csv(path: impl AsRef<Path>) -> Result<Tensor> {
 /// # Errors
 /// [`EbmError::Data`] naming `source` and the 1-based line number, as for [`read_points_csv`].
 pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
-    let bad = |msg: String| EbmError::Data {
-        path: source.to_string(),
-        msg,
-    };
+    let bad = |msg: String| EbmError::Data { path: source.to_string(), msg };
     let mut values: Vec<f32> = Vec::new();
     let mut seen_line = false;
     let mut header = false;
@@ -49,15 +46,9 @@ pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
         if line.is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|f| f.trim().trim_matches('"').trim())
-            .collect();
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"').trim()).collect();
         if fields.len() != 2 {
-            return Err(bad(format!(
-                "line {line_no} has {} columns, expected 2 (`x,y`)",
-                fields.len()
-            )));
+            return Err(bad(format!("line {line_no} has {} columns, expected 2 (`x,y`)", fields.len())));
         }
         let first = !seen_line;
         seen_line = true;
@@ -66,30 +57,18 @@ pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
             continue;
         }
         for (col, field) in fields.iter().enumerate() {
-            let v: f64 = field.parse().map_err(|_| {
-                bad(format!(
-                    "line {line_no}: cannot read '{field}' (column {}) as a number",
-                    col + 1
-                ))
-            })?;
+            let v: f64 = field
+                .parse()
+                .map_err(|_| bad(format!("line {line_no}: cannot read '{field}' (column {}) as a number", col + 1)))?;
             if v.is_nan() {
-                return Err(bad(format!(
-                    "line {line_no}: value is NaN (column {})",
-                    col + 1
-                )));
+                return Err(bad(format!("line {line_no}: value is NaN (column {})", col + 1)));
             }
             if v.is_infinite() {
-                return Err(bad(format!(
-                    "line {line_no}: value is infinite (column {})",
-                    col + 1
-                )));
+                return Err(bad(format!("line {line_no}: value is infinite (column {})", col + 1)));
             }
             let v32 = v as f32;
             if v32.is_infinite() {
-                return Err(bad(format!(
-                    "line {line_no}: value {field} (column {}) is too large for f32",
-                    col + 1
-                )));
+                return Err(bad(format!("line {line_no}: value {field} (column {}) is too large for f32", col + 1)));
             }
             values.push(v32);
         }
@@ -128,20 +107,13 @@ impl Points2d {
     pub fn new(name: impl Into<String>, points: &Tensor) -> Result<Self> {
         let name = name.into();
         check_input(&[2], points, &format!("points of '{name}'"))?;
-        let points = points
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
+        let points = points.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
         let lo: Vec<f64> = Vec::try_from(&points.f_amin(0, false)?)?;
         let hi: Vec<f64> = Vec::try_from(&points.f_amax(0, false)?)?;
         if lo.len() != 2 || hi.len() != 2 {
             return Err(invalid("points", "internal: bounding box is not 2-D"));
         }
-        Ok(Points2d {
-            name,
-            points,
-            bbox: [lo[0], hi[0], lo[1], hi[1]],
-        })
+        Ok(Points2d { name, points, bbox: [lo[0], hi[0], lo[1], hi[1]] })
     }
 
     /// Loads the points of a CSV file (see [`read_points_csv`]); the name is the file's path.
@@ -251,10 +223,7 @@ mod tests {
     fn non_numeric_names_line_and_field() {
         let (e, path) = err_of("x,y\n1,2\n3,abc\n");
         assert!(e.contains(&path), "{e}");
-        assert!(
-            e.contains("line 3: cannot read 'abc' (column 2) as a number"),
-            "{e}"
-        );
+        assert!(e.contains("line 3: cannot read 'abc' (column 2) as a number"), "{e}");
         // A first line with one number is not a header but a bad data line.
         let (e, _) = err_of("1.0,oops\n2,3\n");
         assert!(e.contains("line 1: cannot read 'oops'"), "{e}");
@@ -268,10 +237,7 @@ mod tests {
         let (e, _) = err_of("1,2\n0,inf\n");
         assert!(e.contains("line 2: value is infinite (column 2)"), "{e}");
         let (e, _) = err_of("1,1e39\n");
-        assert!(
-            e.contains("line 1: value 1e39 (column 2) is too large for f32"),
-            "{e}"
-        );
+        assert!(e.contains("line 1: value 1e39 (column 2) is too large for f32"), "{e}");
     }
 
     #[test]

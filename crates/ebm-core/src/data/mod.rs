@@ -32,18 +32,13 @@ impl Source2d {
             return Ok(Source2d::Toy(t));
         }
         let path = Path::new(spec);
-        let is_csv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         if is_csv || path.exists() {
             return Ok(Source2d::Points(Points2d::from_csv(path)?));
         }
         Err(invalid(
             "data",
-            format!(
-                "'{spec}' is neither a toy density ({}) nor a .csv file of x,y points",
-                Toy2d::valid_names()
-            ),
+            format!("'{spec}' is neither a toy density ({}) nor a .csv file of x,y points", Toy2d::valid_names()),
         ))
     }
 
@@ -132,13 +127,8 @@ mod tests {
         assert!(s.log_density(&s.sample(4, 0)).unwrap().is_none());
 
         let e = Source2d::from_spec("nonsense").unwrap_err().to_string();
-        assert!(
-            e.contains("'nonsense'") && e.contains("two_gaussians"),
-            "{e}"
-        );
-        let e = Source2d::from_spec("/no/such/file.csv")
-            .unwrap_err()
-            .to_string();
+        assert!(e.contains("'nonsense'") && e.contains("two_gaussians"), "{e}");
+        let e = Source2d::from_spec("/no/such/file.csv").unwrap_err().to_string();
         assert!(e.contains("/no/such/file.csv"), "{e}");
     }
 }

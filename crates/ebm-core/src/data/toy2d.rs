@@ -132,11 +132,7 @@ impl Toy2d {
 
     /// The canonical names of every variant, comma-separated (for error and help messages).
     pub fn valid_names() -> String {
-        Toy2d::all()
-            .iter()
-            .map(|t| t.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        Toy2d::all().iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
     }
 
     /// Whether [`Toy2d::log_density`] has a closed form for this density.
@@ -169,11 +165,7 @@ impl Toy2d {
                         [EIGHT_RADIUS * a.cos(), EIGHT_RADIUS * a.sin()]
                     })
                     .collect();
-                Some(Modes {
-                    centers,
-                    weights: vec![1.0 / 8.0; 8],
-                    std: EIGHT_STD,
-                })
+                Some(Modes { centers, weights: vec![1.0 / 8.0; 8], std: EIGHT_STD })
             }
             Toy2d::Grid25 => {
                 let mut centers = Vec::with_capacity(25);
@@ -182,17 +174,11 @@ impl Toy2d {
                         centers.push([i as f64, j as f64]);
                     }
                 }
-                Some(Modes {
-                    centers,
-                    weights: vec![1.0 / 25.0; 25],
-                    std: GRID_STD,
-                })
+                Some(Modes { centers, weights: vec![1.0 / 25.0; 25], std: GRID_STD })
             }
-            Toy2d::TwoGaussians => Some(Modes {
-                centers: TWO_CENTERS.to_vec(),
-                weights: TWO_WEIGHTS.to_vec(),
-                std: TWO_STD,
-            }),
+            Toy2d::TwoGaussians => {
+                Some(Modes { centers: TWO_CENTERS.to_vec(), weights: TWO_WEIGHTS.to_vec(), std: TWO_STD })
+            }
             _ => None,
         }
     }
@@ -245,22 +231,12 @@ impl Toy2d {
             Toy2d::TwoMoons => {
                 let t = PI * rng.random::<f64>();
                 let upper = rng.random::<f64>() < 0.5;
-                let (mx, my) = if upper {
-                    (t.cos(), t.sin())
-                } else {
-                    (1.0 - t.cos(), 0.5 - t.sin())
-                };
-                [
-                    2.0 * (mx - 0.5) + MOONS_NOISE * normal(rng),
-                    2.0 * (my - 0.25) + MOONS_NOISE * normal(rng),
-                ]
+                let (mx, my) = if upper { (t.cos(), t.sin()) } else { (1.0 - t.cos(), 0.5 - t.sin()) };
+                [2.0 * (mx - 0.5) + MOONS_NOISE * normal(rng), 2.0 * (my - 0.25) + MOONS_NOISE * normal(rng)]
             }
             Toy2d::SwissRoll => {
                 let t = 1.5 * PI * (1.0 + 2.0 * rng.random::<f64>());
-                [
-                    t * t.cos() / 5.0 + SWISS_NOISE * normal(rng),
-                    t * t.sin() / 5.0 + SWISS_NOISE * normal(rng),
-                ]
+                [t * t.cos() / 5.0 + SWISS_NOISE * normal(rng), t * t.sin() / 5.0 + SWISS_NOISE * normal(rng)]
             }
             Toy2d::Pinwheel => {
                 let k = rng.random_range(0..PIN_ARMS);
@@ -296,16 +272,11 @@ impl Toy2d {
         let xd = x.f_to_kind(Kind::Double)?;
         let lp = match self {
             Toy2d::EightGaussians | Toy2d::Grid25 | Toy2d::TwoGaussians => {
-                let m = self
-                    .modes()
-                    .ok_or_else(|| invalid("toy2d", "internal: mixture without modes"))?;
+                let m = self.modes().ok_or_else(|| invalid("toy2d", "internal: mixture without modes"))?;
                 mixture_log_density(&xd, &m)?
             }
             Toy2d::Rings => {
-                let r = xd
-                    .f_square()?
-                    .f_sum_dim_intlist(1, false, Kind::Double)?
-                    .f_sqrt()?;
+                let r = xd.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?.f_sqrt()?;
                 let r = r.f_clamp_min(RING_R_MIN)?;
                 let dev = x.device();
                 let radii = Tensor::from_slice(&RING_RADII).f_to_device(dev)?;
@@ -318,24 +289,13 @@ impl Toy2d {
                     .f_mul_scalar(-0.5 / (RING_STD * RING_STD))?
                     .f_add(&logw.f_unsqueeze(0)?)?
                     .f_sub_scalar(norm)?;
-                terms
-                    .f_logsumexp(1, false)?
-                    .f_sub(&r.f_log()?)?
-                    .f_sub_scalar((2.0 * PI).ln())?
+                terms.f_logsumexp(1, false)?.f_sub(&r.f_log()?)?.f_sub_scalar((2.0 * PI).ln())?
             }
             Toy2d::Checkerboard => {
-                let cells = xd
-                    .f_add_scalar(CHECKER_HALF)?
-                    .f_div_scalar(CHECKER_SIDE)?
-                    .f_floor()?;
+                let cells = xd.f_add_scalar(CHECKER_HALF)?.f_div_scalar(CHECKER_SIDE)?.f_floor()?;
                 let n_side = 2.0 * CHECKER_HALF / CHECKER_SIDE;
-                let inside = cells
-                    .f_ge(0.0)?
-                    .f_logical_and(&cells.f_lt(n_side)?)?
-                    .f_all_dims(1, false)?;
-                let parity = cells
-                    .f_sum_dim_intlist(1, false, Kind::Double)?
-                    .f_remainder(2.0)?;
+                let inside = cells.f_ge(0.0)?.f_logical_and(&cells.f_lt(n_side)?)?.f_all_dims(1, false)?;
+                let parity = cells.f_sum_dim_intlist(1, false, Kind::Double)?.f_remainder(2.0)?;
                 let black = inside.f_logical_and(&parity.f_eq(0.0)?)?;
                 let area = (2.0 * CHECKER_HALF).powi(2) / 2.0;
                 let n = xd.size()[0];
@@ -373,21 +333,13 @@ fn mixture_log_density(x: &Tensor, m: &Modes) -> Result<Tensor> {
     let dev = x.device();
     let flat: Vec<f64> = m.centers.iter().flat_map(|c| [c[0], c[1]]).collect();
     let k = m.centers.len() as i64;
-    let centers = Tensor::from_slice(&flat)
-        .f_reshape([k, 2])?
-        .f_to_device(dev)?;
+    let centers = Tensor::from_slice(&flat).f_reshape([k, 2])?.f_to_device(dev)?;
     let logw: Vec<f64> = m.weights.iter().map(|w| w.ln()).collect();
     let logw = Tensor::from_slice(&logw).f_to_device(dev)?;
     let var = m.std * m.std;
-    let d2 = x
-        .f_unsqueeze(1)?
-        .f_sub(&centers.f_unsqueeze(0)?)?
-        .f_square()?
-        .f_sum_dim_intlist(2, false, Kind::Double)?;
-    let terms = d2
-        .f_mul_scalar(-0.5 / var)?
-        .f_add(&logw.f_unsqueeze(0)?)?
-        .f_sub_scalar((2.0 * PI * var).ln())?;
+    let d2 =
+        x.f_unsqueeze(1)?.f_sub(&centers.f_unsqueeze(0)?)?.f_square()?.f_sum_dim_intlist(2, false, Kind::Double)?;
+    let terms = d2.f_mul_scalar(-0.5 / var)?.f_add(&logw.f_unsqueeze(0)?)?.f_sub_scalar((2.0 * PI * var).ln())?;
     Ok(terms.f_logsumexp(1, false)?)
 }
 
@@ -403,11 +355,7 @@ impl FromStr for Toy2d {
     /// Case-insensitive; `-`, `_` and spaces are ignored, so "eight-gaussians",
     /// "eight_gaussians" and "8gaussians" all name [`Toy2d::EightGaussians`].
     fn from_str(s: &str) -> Result<Self> {
-        let key: String = s
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
+        let key: String = s.chars().filter(|c| !matches!(c, '-' | '_' | ' ')).map(|c| c.to_ascii_lowercase()).collect();
         let t = match key.as_str() {
             "8gaussians" | "eightgaussians" => Toy2d::EightGaussians,
             "grid25" | "25gaussians" | "grid" => Toy2d::Grid25,
@@ -473,10 +421,7 @@ mod tests {
             }
             counts[best] += 1;
         }
-        counts
-            .iter()
-            .map(|&c| c as f64 / pts.len() as f64)
-            .collect()
+        counts.iter().map(|&c| c as f64 / pts.len() as f64).collect()
     }
 
     /// `Σ exp(log p) · cell area` over a midpoint grid of n×n cells on the bbox.
@@ -551,14 +496,8 @@ mod tests {
         for t in Toy2d::all() {
             let pts = to_vec2(&t.sample(20_000, 3));
             let [x0, x1, y0, y1] = t.bbox();
-            let inside = pts
-                .iter()
-                .filter(|p| p[0] > x0 && p[0] < x1 && p[1] > y0 && p[1] < y1)
-                .count();
-            assert!(
-                inside as f64 >= 0.999 * pts.len() as f64,
-                "{t}: only {inside} inside"
-            );
+            let inside = pts.iter().filter(|p| p[0] > x0 && p[0] < x1 && p[1] > y0 && p[1] < y1).count();
+            assert!(inside as f64 >= 0.999 * pts.len() as f64, "{t}: only {inside} inside");
         }
     }
 
@@ -566,10 +505,7 @@ mod tests {
     fn closed_forms_integrate_to_one() {
         for t in Toy2d::all() {
             if !t.has_log_density() {
-                assert!(t
-                    .log_density(&Tensor::zeros([3, 2], (Kind::Float, Device::Cpu)))
-                    .unwrap()
-                    .is_none());
+                assert!(t.log_density(&Tensor::zeros([3, 2], (Kind::Float, Device::Cpu))).unwrap().is_none());
                 continue;
             }
             let mass = grid_mass(t, 400);
@@ -581,8 +517,7 @@ mod tests {
 
     #[test]
     fn log_density_point_values() {
-        let x = Tensor::from_slice(&[-2.0f64, 0.0, 1.0, 0.0, -3.0, -3.0, -1.0, -3.0, 4.5, 0.0])
-            .reshape([5, 2]);
+        let x = Tensor::from_slice(&[-2.0f64, 0.0, 1.0, 0.0, -3.0, -3.0, -1.0, -3.0, 4.5, 0.0]).reshape([5, 2]);
         // two_gaussians at its first mean; the second component is e^{-16/0.18} smaller.
         let lp = Toy2d::TwoGaussians.log_density(&x).unwrap().unwrap();
         assert_eq!(lp.kind(), Kind::Double);
@@ -591,8 +526,7 @@ mod tests {
         // rings at r = 1 (ring 2 at distance 1 = 10σ contributes e^{-50}-relative terms).
         let lp = Toy2d::Rings.log_density(&x).unwrap().unwrap();
         let n = |z: f64| (-0.5 * z * z).exp() / (0.1 * (2.0 * PI).sqrt());
-        let want =
-            ((1.0 / 6.0) * n(0.0) + (2.0 / 6.0) * n(10.0) + 0.5 * n(20.0)).ln() - (2.0 * PI).ln();
+        let want = ((1.0 / 6.0) * n(0.0) + (2.0 / 6.0) * n(10.0) + 0.5 * n(20.0)).ln() - (2.0 * PI).ln();
         assert!((lp.double_value(&[1]) - want).abs() < 1e-12);
         // checkerboard: (-3,-3) is in the black lower-left square, (-1,-3) is white, (4.5,0) is off.
         let lp = Toy2d::Checkerboard.log_density(&x).unwrap().unwrap();
@@ -600,10 +534,7 @@ mod tests {
         assert_eq!(lp.double_value(&[3]), f64::NEG_INFINITY);
         assert_eq!(lp.double_value(&[4]), f64::NEG_INFINITY);
         // kind follows the input.
-        let lp32 = Toy2d::Grid25
-            .log_density(&x.to_kind(Kind::Float))
-            .unwrap()
-            .unwrap();
+        let lp32 = Toy2d::Grid25.log_density(&x.to_kind(Kind::Float)).unwrap().unwrap();
         assert_eq!(lp32.kind(), Kind::Float);
         assert_eq!(lp32.size(), vec![5]);
     }
@@ -611,10 +542,7 @@ mod tests {
     #[test]
     fn log_density_rejects_bad_input() {
         let bad = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
-        let e = Toy2d::EightGaussians
-            .log_density(&bad)
-            .unwrap_err()
-            .to_string();
+        let e = Toy2d::EightGaussians.log_density(&bad).unwrap_err().to_string();
         assert!(e.contains("[B, 2]"), "{e}");
         let nan = Tensor::from_slice(&[f32::NAN, 0.0]).reshape([1, 2]);
         assert!(Toy2d::Rings.log_density(&nan).is_err());
@@ -696,10 +624,7 @@ mod tests {
         assert!((sq - want).abs() < 0.05, "{sq} vs {want}");
         // swiss roll: E[t cos t]/5 = 2/5, E[t sin t]/5 = 2/(15π), E|x|² = 9.75π²/25 + 0.02.
         let (m, sq) = mean_and_sq(&to_vec2(&Toy2d::SwissRoll.sample(n, 6)));
-        assert!(
-            (m[0] - 0.4).abs() < 0.04 && (m[1] - 2.0 / (15.0 * PI)).abs() < 0.04,
-            "{m:?}"
-        );
+        assert!((m[0] - 0.4).abs() < 0.04 && (m[1] - 2.0 / (15.0 * PI)).abs() < 0.04, "{m:?}");
         let want = 9.75 * PI * PI / 25.0 + 0.02;
         assert!((sq - want).abs() < 0.06, "{sq} vs {want}");
         // pinwheel: the 5 arms cancel: mean 0; E|x|² = 1.5²·(1 + 0.3² + 0.1²).
@@ -707,12 +632,7 @@ mod tests {
         assert!(m[0].abs() < 0.03 && m[1].abs() < 0.03, "{m:?}");
         let want = 2.25 * 1.1;
         assert!((sq - want).abs() < 0.04, "{sq} vs {want}");
-        for t in [
-            Toy2d::TwoMoons,
-            Toy2d::SwissRoll,
-            Toy2d::Pinwheel,
-            Toy2d::Rings,
-        ] {
+        for t in [Toy2d::TwoMoons, Toy2d::SwissRoll, Toy2d::Pinwheel, Toy2d::Rings] {
             assert!(t.modes().is_none());
         }
     }

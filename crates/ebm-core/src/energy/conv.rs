@@ -66,7 +66,7 @@ impl SnWeight {
             let u = path.zeros_no_train("sn_u", &[rows]);
             tch::no_grad(|| {
                 let r = Tensor::randn([rows], (w.kind(), w.device()));
-                let _ = u.shallow_clone().copy_(&(&r / r.norm()));
+                u.shallow_clone().copy_(&(&r / r.norm()));
             });
             u
         });
@@ -85,7 +85,7 @@ impl SnWeight {
             if self.w.requires_grad() {
                 let nu = w2.mv(&v);
                 let nu = &nu / (nu.norm() + 1e-12);
-                let _ = u.shallow_clone().copy_(&nu);
+                u.shallow_clone().copy_(&nu);
             }
             v
         });

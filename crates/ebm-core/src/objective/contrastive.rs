@@ -154,16 +154,12 @@ impl Objective for Contrastive {
         let cd = f_neg.mean(Kind::Float) - f_pos.mean(Kind::Float);
         let reg = f_pos.square().mean(Kind::Float) + f_neg.square().mean(Kind::Float);
         let loss = &cd + &reg * self.cfg.alpha;
-        let (mp, mn) = tch::no_grad(|| (f64::try_from(f_pos.mean(Kind::Double)), f64::try_from(f_neg.mean(Kind::Double))));
+        let (mp, mn) =
+            tch::no_grad(|| (f64::try_from(f_pos.mean(Kind::Double)), f64::try_from(f_neg.mean(Kind::Double))));
         let (mp, mn) = (mp?, mn?);
         Ok(LossOutput {
             loss,
-            metrics: vec![
-                ("f_pos", mp),
-                ("f_neg", mn),
-                ("energy_gap", mp - mn),
-                ("grad_norm_x", diag.mean_grad_norm),
-            ],
+            metrics: vec![("f_pos", mp), ("f_neg", mn), ("energy_gap", mp - mn), ("grad_norm_x", diag.mean_grad_norm)],
         })
     }
 

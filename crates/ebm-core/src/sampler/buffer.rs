@@ -116,7 +116,10 @@ impl ReplayBuffer {
         let mut want = n.clone();
         want.extend(&self.event);
         if n.len() != 1 || x.size() != want {
-            return Err(invalid("buffer.push", format!("idx {n:?} and x {:?} do not match [n] and {want:?}", x.size())));
+            return Err(invalid(
+                "buffer.push",
+                format!("idx {n:?} and x {:?} do not match [n] and {want:?}", x.size()),
+            ));
         }
         let _ = self.data.index_copy_(0, idx, &x.detach().to_kind(self.data.kind()));
         Ok(())

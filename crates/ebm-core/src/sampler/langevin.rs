@@ -171,7 +171,8 @@ mod tests {
         let m = GaussianMixture::isotropic(&[0.7, 0.3], &[vec![-1.0, 0.0], vec![1.0, 0.0]], 0.6, Device::Cpu).unwrap();
         let x0 = Init::Uniform { low: -3.0, high: 3.0 }.sample(4000, &[2], Device::Cpu);
         let out = Langevin::new(LangevinConfig::seed_form(0.02)).unwrap().run(&m, &x0, 1500).unwrap();
-        let left = f64::try_from(out.x.select(1, 0).lt(0.0).to_kind(tch::Kind::Double).mean(tch::Kind::Double)).unwrap();
+        let left =
+            f64::try_from(out.x.select(1, 0).lt(0.0).to_kind(tch::Kind::Double).mean(tch::Kind::Double)).unwrap();
         // Exact share of x<0: 0.7·Φ(1/0.6) + 0.3·Φ(-1/0.6) = 0.7·0.9522 + 0.3·0.0478 = 0.6809.
         assert!((left - 0.681).abs() < 0.04, "share left {left}");
     }

@@ -140,6 +140,9 @@ mod tests {
 
     #[test]
     fn bad_step_is_an_error() {
-        assert!(Mala::new(MalaConfig { step_size: -0.1, record: false }).unwrap_err().to_string().contains("step_size"));
+        assert!(Mala::new(MalaConfig { step_size: -0.1, record: false })
+            .unwrap_err()
+            .to_string()
+            .contains("step_size"));
     }
 }

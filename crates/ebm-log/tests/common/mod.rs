@@ -10,18 +10,11 @@ use image::{Rgb, RgbImage};
 
 /// The workspace root (two levels above this crate's manifest).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
 }
 
 fn imports_tensorboard(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import tensorboard"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new(python).args(["-c", "import tensorboard"]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// The `.venv` python with `tensorboard` importable, installing the package if it is missing.
@@ -38,14 +31,7 @@ pub fn ensure_tensorboard() -> PathBuf {
     );
     if !imports_tensorboard(&python) {
         let pip = root.join(".venv/bin/pip");
-        let status = Command::new(&pip)
-            .args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "tensorboard",
-            ])
-            .status();
+        let status = Command::new(&pip).args(["install", "-q", "--disable-pip-version-check", "tensorboard"]).status();
         assert!(
             matches!(status, Ok(s) if s.success()) && imports_tensorboard(&python),
             "could not install the `tensorboard` Python package with {} ({status:?}); run \
@@ -68,27 +54,19 @@ pub const CONFIG_TEXT: &str = "```toml\nlr = 0.01\nmethod = \"cd\"\n```";
 pub fn write_sample_run(dir: &Path) -> PathBuf {
     let mut w = TensorBoardWriter::create(dir).unwrap();
     for step in 0..=10u64 {
-        w.add_scalar("train/loss", step, 1.0 / (step as f64 + 1.0))
-            .unwrap();
+        w.add_scalar("train/loss", step, 1.0 / (step as f64 + 1.0)).unwrap();
         if step % 5 == 0 {
-            w.add_scalar("eval/nll", step, 2.0 - step as f64 * 0.1)
-                .unwrap();
+            w.add_scalar("eval/nll", step, 2.0 - step as f64 * 0.1).unwrap();
         }
     }
     w.add_image("samples", 3, &test_image()).unwrap();
-    w.add_histogram("weights", 2, &[0.0, 1.0, 2.0, 3.0, 4.0, 0.5, 3.5], 4)
-        .unwrap();
+    w.add_histogram("weights", 2, &[0.0, 1.0, 2.0, 3.0, 4.0, 0.5, 3.5], 4).unwrap();
     let t = tch::Tensor::from_slice(&[-1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]).reshape([2, 3]);
     w.add_histogram_tensor("weights", 4, &t, 2).unwrap();
     w.add_text("config", 0, CONFIG_TEXT).unwrap();
-    let hparams: Vec<(&str, HParamValue)> = vec![
-        ("method", "cd".into()),
-        ("lr", 0.01.into()),
-        ("steps", 1000u64.into()),
-        ("persistent", true.into()),
-    ];
-    w.add_hparams(&hparams, &[("hparam/nll", 1.25)], 10)
-        .unwrap();
+    let hparams: Vec<(&str, HParamValue)> =
+        vec![("method", "cd".into()), ("lr", 0.01.into()), ("steps", 1000u64.into()), ("persistent", true.into())];
+    w.add_hparams(&hparams, &[("hparam/nll", 1.25)], 10).unwrap();
     w.flush().unwrap();
     w.path().to_path_buf()
 }
