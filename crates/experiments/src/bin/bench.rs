@@ -94,6 +94,12 @@ struct Cli {
     /// W2: probes used to measure the Hutchinson estimator's variance (0 skips the measurement).
     #[arg(long, default_value_t = 64)]
     variance_probes: usize,
+    /// W1: also time the parts of an iteration apart (negatives, loss forward and backward, Adam step).
+    #[arg(long)]
+    breakdown: bool,
+    /// W1: skip the KL evaluation after training (for profiling).
+    #[arg(long)]
+    no_kl: bool,
 }
 
 const DSM_SIGMA: f64 = 0.1;
@@ -180,7 +186,8 @@ fn run_w1(cli: &Cli) -> Result<()> {
     for r in 0..cli.repeats {
         tch::manual_seed((cli.seed + r as u64) as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Activation::Silu })?;
+        let model =
+            Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Activation::Silu })?;
         let cfg = ContrastiveConfig {
             negatives: Negatives::Replay(BufferConfig {
                 capacity: 10_000,
@@ -206,10 +213,47 @@ fn run_w1(cli: &Cli) -> Result<()> {
             Ok(())
         })?;
         emit(timing("w1", "pcd", r, cli.iters, secs, 1.0, "it/s"));
+        if cli.breakdown {
+            w1_breakdown(cli, r, &model, &mut obj, &mut adam, &c)?;
+        }
+        if cli.no_kl {
+            continue;
+        }
         let kl = kl_8gaussians(&model, &c)?;
         emit(json!({"impl": "rust", "workload": "w1", "case": "pcd_quality", "repeat": r,
                     "train_iters": cli.warmup + cli.iters, "kl": kl}));
     }
+    Ok(())
+}
+
+/// Times the parts of a W1 iteration apart, `cli.iters` times each: the negatives (k Langevin steps
+/// with the replay buffer), the loss without its negatives (two forwards and one backward), the Adam
+/// step alone. Each emits a `pcd_part:<name>` line.
+fn w1_breakdown(cli: &Cli, r: usize, model: &Mlp, obj: &mut Contrastive, adam: &mut Adam, c: &Tensor) -> Result<()> {
+    let pos = eight_gaussians(c, 256);
+    let secs = time_it(2, cli.iters, || {
+        let _ = obj.negatives(model, &pos)?;
+        Ok(())
+    })?;
+    emit(timing("w1", "pcd_part:negatives", r, cli.iters, secs, 1.0, "it/s"));
+    let (neg, _) = obj.negatives(model, &pos)?;
+    let secs = time_it(2, cli.iters, || {
+        let f_pos = model.f(&pos);
+        let f_neg = model.f(&neg);
+        let cd = f_neg.mean(Kind::Float) - f_pos.mean(Kind::Float);
+        let reg = f_pos.square().mean(Kind::Float) + f_neg.square().mean(Kind::Float);
+        let loss = &cd + &reg * 0.1;
+        let _ = f64::try_from(&loss)?;
+        adam.zero_grad();
+        loss.backward();
+        Ok(())
+    })?;
+    emit(timing("w1", "pcd_part:loss_fwd_bwd", r, cli.iters, secs, 1.0, "it/s"));
+    let secs = time_it(2, cli.iters, || {
+        adam.step();
+        Ok(())
+    })?;
+    emit(timing("w1", "pcd_part:adam_step", r, cli.iters, secs, 1.0, "it/s"));
     Ok(())
 }
 

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Benchmark driver: runs the Rust benchmark binary (target/release/bench) and the PyTorch eager reference
+(bench/reference.py) interleaved, R repeats each, alternating which goes first, on the same shapes with the
+same thread count, and prints markdown tables of medians, spreads (min-max) and Rust/PyTorch ratios.
+
+    .venv/bin/python bench/run.py                   # W1, W2, W3 with the defaults (about 6-8 minutes)
+    .venv/bin/python bench/run.py --quick           # smoke run (about 1-2 minutes)
+    .venv/bin/python bench/run.py --workloads w1 --repeats 7 --out bench/last.md --raw bench/last.jsonl
+
+`just bench ARGS` builds the binary and calls this script with ARGS.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Per-workload defaults: (iters, warmup, repeats). W3 iterations are chains of 60 Langevin steps.
+DEFAULTS = {
+    "w1": dict(iters=200, warmup=50, repeats=5),
+    "w2": dict(iters=20, warmup=3, repeats=3),
+    "w3": dict(iters=3, warmup=1, repeats=5),
+}
+QUICK = {
+    "w1": dict(iters=50, warmup=10, repeats=2),
+    "w2": dict(iters=5, warmup=1, repeats=1),
+    "w3": dict(iters=1, warmup=1, repeats=2),
+}
+W2_DIMS = "2,8,32,128,512,784"
+W2_DIMS_QUICK = "2,8,32,128"
+W2_METHODS = ["exact", "hutchinson", "dsm"]
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def cpu_busy(interval=1.0):
+    """Fraction of all CPUs busy over `interval` seconds, from /proc/stat (nan where unavailable)."""
+
+    def snap():
+        f = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        v = [int(x) for x in f]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+        return 1.0 - (i1 - i0) / max(1, t1 - t0)
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def wait_quiet(max_wait, threshold):
+    """Waits (at most `max_wait` seconds) until less than `threshold` of the CPUs are busy; returns the
+    last busy fraction seen."""
+    deadline = time.time() + max_wait
+    busy = cpu_busy()
+    while busy > threshold and time.time() < deadline:
+        busy = cpu_busy(2.0)
+    return busy
+
+
+def run_cmd(cmd):
+    """Runs one benchmark process; returns its JSON lines."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        raise SystemExit(f"benchmark command failed ({p.returncode}): {shlex.join(cmd)}")
+    lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    print(f"  {time.perf_counter() - t0:6.1f}s  {shlex.join(cmd[-14:])}", file=sys.stderr)
+    return lines
+
+
+def workload_args(w, cfg, args):
+    a = [
+        "--workload", w,
+        "--threads", str(args.threads),
+        "--iters", str(cfg["iters"]),
+        "--warmup", str(cfg["warmup"]),
+        "--repeats", "1",
+    ]
+    if w == "w2":
+        a += ["--dims", args.dims, "--methods", ",".join(args.methods), "--exact-budget", str(args.exact_budget)]
+    return a
+
+
+def collect(args):
+    """Interleaved runs: for each workload and repeat r, one Rust process and one PyTorch process (seed r),
+    the order alternating with r. Each process warms up, then times one block."""
+    rows = []
+    for w in args.workloads:
+        cfg = dict((QUICK if args.quick else DEFAULTS)[w])
+        for k in ("iters", "warmup", "repeats"):
+            v = getattr(args, k)
+            if v is not None:
+                cfg[k] = v
+        for r in range(cfg["repeats"]):
+            common = workload_args(w, cfg, args) + ["--seed", str(r)]
+            rust = [str(args.bin)] + common
+            py = [args.python, str(ROOT / "bench" / "reference.py")] + common
+            if w == "w2" and r > 0:
+                rust += ["--variance-probes", "0"]
+            order = [rust, py] if r % 2 == 0 else [py, rust]
+            for cmd in order:
+                busy = wait_quiet(args.wait_quiet, args.quiet_threshold) if args.wait_quiet > 0 else cpu_busy(0.5)
+                for line in run_cmd(cmd):
+                    line["repeat"] = r
+                    line["busy_before"] = busy
+                    rows.append(line)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# tables
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs, fmt):
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return fmt.format(xs[0])
+    return f"{fmt.format(min(xs))}–{fmt.format(max(xs))}"
+
+
+def select(rows, impl, workload, case, dim=None):
+    return [
+        r for r in rows
+        if r.get("impl") == impl and r["workload"] == workload and r["case"] == case
+        and (dim is None or r.get("dim") == dim)
+    ]
+
+
+def paired_ratios(rows, workload, case, key, dim=None):
+    """Rust/PyTorch ratio of `key` for each repeat (the two processes of one repeat ran back to back)."""
+    rust = {r["repeat"]: r[key] for r in select(rows, "rust", workload, case, dim)}
+    py = {r["repeat"]: r[key] for r in select(rows, "pytorch", workload, case, dim)}
+    return [rust[k] / py[k] for k in sorted(rust) if k in py and py[k] > 0]
+
+
+def fmt_num(x):
+    if x != x:
+        return "-"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def rate_table(rows, workload, case, unit, title, quality=None):
+    out = [f"### {title}", "", f"| | {unit} (median) | min–max | repeats |" + (" KL after training (median) |" if quality else ""),
+           "|---|---:|---:|---:|" + ("---:|" if quality else "")]
+    for impl, label in (("rust", "Rust (ebm-core)"), ("pytorch", "PyTorch eager")):
+        xs = [r["per_s"] for r in select(rows, impl, workload, case)]
+        line = f"| {label} | {fmt_num(med(xs))} | {spread(xs, '{:.1f}')} | {len(xs)} |"
+        if quality:
+            kl = [r["kl"] for r in select(rows, impl, workload, quality)]
+            line += f" {med(kl):.3f} |" if kl else " - |"
+        out.append(line)
+    ratios = paired_ratios(rows, workload, case, "per_s")
+    if ratios:
+        out += ["", f"**Rust / PyTorch: {med(ratios):.2f}×** (per-repeat paired ratios {spread(ratios, '{:.2f}')})"]
+    return out
+
+
+def w2_tables(rows, dims, methods):
+    out = ["### W2 — score matching training step, ms per step (median, min–max)", ""]
+    head = "| D |"
+    rule = "|---:|"
+    for m in methods:
+        head += f" {m} Rust | {m} PyTorch | {m} PyTorch/Rust |"
+        rule += "---:|---:|---:|"
+    out += [head, rule]
+    for d in dims:
+        line = f"| {d} |"
+        for m in methods:
+            for impl in ("rust", "pytorch"):
+                xs = [r["ms_per_iter"] for r in select(rows, impl, "w2", m, d)]
+                line += f" {fmt_num(med(xs))} ({spread(xs, '{:.3g}')}) |" if xs else " - |"
+            ratios = paired_ratios(rows, "w2", m, "per_s", d)
+            line += f" {med(ratios):.2f}× |" if ratios else " - |"
+        out.append(line)
+    if "exact" in methods and "hutchinson" in methods:
+        out += ["", "### W2 — exact / Hutchinson step-time ratio, and Hutchinson's estimator variance", "",
+                "| D | exact/Hutchinson Rust | exact/Hutchinson PyTorch | Var[vᵀ∇²f v] (1 probe, batch mean) | "
+                "rms exact tr ∇²f | rel. sd of 1 probe | sd of the loss's trace term (B=128, 1 probe) |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for d in dims:
+            line = f"| {d} |"
+            for impl in ("rust", "pytorch"):
+                e = med([r["ms_per_iter"] for r in select(rows, impl, "w2", "exact", d)])
+                h = med([r["ms_per_iter"] for r in select(rows, impl, "w2", "hutchinson", d)])
+                line += f" {fmt_num(e / h)}× |" if e == e and h == h else " - |"
+            v = select(rows, "rust", "w2", "hutchinson_variance", d)
+            if v:
+                v = v[0]
+                line += (f" {v['probe_variance']:.4g} | {v['trace_rms']:.4g} | {v['rel_sd']:.3g} |"
+                         f" {v['loss_term_sd']:.4g} |")
+            else:
+                line += " - | - | - | - |"
+            out.append(line)
+    return out
+
+
+def report(rows, args, argv, t_start, t_end, loads):
+    out = ["## Results", ""]
+    busy = [r["busy_before"] for r in rows if r.get("busy_before") == r.get("busy_before") and "busy_before" in r]
+    out += [
+        f"- command: `{argv}`",
+        f"- machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}; {platform.system()} {platform.release()}",
+        f"- threads: {args.threads} (Rust `tch::set_num_threads`, PyTorch `torch.set_num_threads`)",
+        f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, wall time {t_end - t_start:.0f} s, "
+        f"1-min load average at start/end {loads[0]:.2f}/{loads[1]:.2f}; busy CPU share just before each "
+        f"benchmark process: median {med(busy):.0%}, max {max(busy) if busy else float('nan'):.0%}",
+        "",
+    ]
+    if "w1" in args.workloads:
+        it = [r["train_iters"] for r in rows if r.get("case") == "pcd_quality"]
+        out += rate_table(rows, "w1", "pcd", "it/s", f"W1 — PCD on 8 Gaussians (KL after {it[0] if it else '?'} iterations)",
+                          quality="pcd_quality") + [""]
+    if "w2" in args.workloads:
+        dims = [int(d) for d in args.dims.split(",")]
+        out += w2_tables(rows, dims, args.methods) + [""]
+    if "w3" in args.workloads:
+        out += rate_table(rows, "w3", "langevin", "Langevin steps/s", "W3 — Langevin on the conv energy (28×28×1, batch 64)") + [""]
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", default="w1,w2,w3", help="comma-separated subset of w1,w2,w3")
+    p.add_argument("--quick", action="store_true", help="short smoke run (fewer iterations, repeats and W2 dims)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--iters", type=int, help="override the timed iterations of every selected workload")
+    p.add_argument("--warmup", type=int, help="override the warm-up iterations")
+    p.add_argument("--repeats", type=int, help="override the repeats (processes per implementation)")
+    p.add_argument("--dims", help=f"W2 dimensions (default {W2_DIMS}; --quick {W2_DIMS_QUICK})")
+    p.add_argument("--methods", default=",".join(W2_METHODS), help="W2 methods")
+    p.add_argument("--exact-budget", type=int, default=256, help="W2: exact SM runs ceil(budget/D) steps")
+    p.add_argument("--bin", default=str(ROOT / "target" / "release" / "bench"), help="the Rust benchmark binary")
+    p.add_argument("--python", default=sys.executable, help="python that runs reference.py")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each process, wait up to SECONDS for the other CPU load to fall under --quiet-threshold "
+                        "(useful on a shared machine)")
+    p.add_argument("--quiet-threshold", type=float, default=0.15, help="busy CPU fraction counted as quiet")
+    p.add_argument("--out", help="also write the markdown report to this file")
+    p.add_argument("--raw", help="also write every JSON line to this file")
+    args = p.parse_args()
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in args.workloads if w not in DEFAULTS]
+    if bad:
+        p.error(f"unknown workload(s) {bad}; use w1, w2, w3")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.dims is None:
+        args.dims = W2_DIMS_QUICK if args.quick else W2_DIMS
+    if args.quick and args.exact_budget == 256:
+        args.exact_budget = 64
+    if not Path(args.bin).exists():
+        raise SystemExit(f"{args.bin} not found: build it with scripts/with-libtorch cargo build --release -p experiments --bin bench")
+
+    argv = shlex.join(["just", "bench"] + sys.argv[1:])
+    t0 = time.time()
+    l0 = loadavg()
+    rows = collect(args)
+    l1 = loadavg()
+    t1 = time.time()
+    if args.raw:
+        Path(args.raw).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = report(rows, args, argv, t0, t1, (l0, l1))
+    if max(l0, l1) > (os.cpu_count() or 1):
+        text += ("\n> Warning: the load average exceeded the CPU count during this run; with 2 libtorch threads per "
+                 "process, contention inflates both sides (OpenMP barriers) and the ratios are unreliable.\n")
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
