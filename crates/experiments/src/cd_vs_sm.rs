@@ -108,7 +108,7 @@ pub struct EvalSettings {
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { every: 200, grid_n_train: 200, grid_n: 400, image_every: 500 }
+        EvalSettings { every: 250, grid_n_train: 200, grid_n: 400, image_every: 500 }
     }
 }
 
@@ -161,7 +161,7 @@ impl Default for CdVsSmConfig {
             n_train: 20_000,
             n_test: 5_000,
             model: MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Default::default() },
-            train: TrainConfig { iters: 2000, batch_size: 256, log_every: 10, ..Default::default() },
+            train: TrainConfig { iters: 2000, batch_size: 256, log_every: 10, keep_checkpoints: 1, ..Default::default() },
             cd: CdSettings::default(),
             sm: SmSettings::default(),
             sampling: SamplingSettings::default(),
@@ -208,6 +208,13 @@ impl CdVsSmConfig {
         }
         if self.eval.grid_n < 2 || self.eval.grid_n_train < 2 {
             bail!("eval grid sizes must be ≥ 2");
+        }
+        if self.eval.every > 0 && self.eval.image_every % self.eval.every != 0 {
+            bail!(
+                "eval.image_every ({}) must be a multiple of eval.every ({}): images are drawn at evaluations",
+                self.eval.image_every,
+                self.eval.every
+            );
         }
         self.model.validate()?;
         self.train.validate()?;
@@ -410,7 +417,10 @@ fn run_one(
     let vs = nn::VarStore::new(device);
     let model = Mlp::new(&vs.root(), &cfg.model)?;
     let objective = cfg.objective(method, axes_bbox(bbox, margin))?.build(&[2], device)?;
-    let mut trainer = Trainer::new(cfg.train.clone(), &vs, &model, objective, cfg.seed)?;
+    // [eval].every drives the trainer's evaluation callback
+    let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
+    let mut trainer =
+        Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?.with_checkpoints(sub.join("checkpoints"))?;
 
     let tb = TensorBoardWriter::create(&sub)?;
     let csv = CsvSink::create(&sub.join("metrics.csv"))?;
@@ -646,6 +656,14 @@ mod tests {
         let cfg = CdVsSmConfig { datasets: vec!["spirals".into()], ..Default::default() };
         let e = format!("{:#}", cfg.validate().unwrap_err());
         assert!(e.contains("spirals") && e.contains("checkerboard"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_file_equals_the_built_in_defaults() {
+        let path = default_config_path().expect("experiments/exp_cd_vs_sm.toml ships with the repo");
+        let from_file: CdVsSmConfig = config::load(Some(&path), &[]).unwrap();
+        assert_eq!(from_file, CdVsSmConfig::default());
+        from_file.validate().unwrap();
     }
 
     #[test]

@@ -1,0 +1,80 @@
+//! Smoke test of the main experiment: `exp_cd_vs_sm --quick` writes the config, one TensorBoard run and
+//! metrics file per (dataset, method), `results.csv` / `results.md` with every row, and `overview.png`.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_exp_cd_vs_sm");
+
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn quick_run_writes_every_row_and_figure() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["--quick", "--device", "cpu", "--run-name", "smoke", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = out.path().join("exp_cd_vs_sm/smoke");
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("iters = 60"), "quick settings saved in config.toml");
+
+    let datasets = ["8gaussians", "rings", "checkerboard", "two_gaussians"];
+    let methods = ["cd1", "cdk", "pcd", "replay", "sm_exact", "sm_hutchinson", "dsm"];
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), datasets.len() * methods.len(), "{csv}");
+    for d in datasets {
+        for m in methods {
+            let row = rows.iter().find(|r| r.starts_with(&format!("{d},{m},"))).unwrap_or_else(|| panic!("no row {d}/{m}"));
+            let cells: Vec<&str> = row.split(',').collect();
+            let nll: f64 = cells[2].parse().unwrap();
+            assert!(nll.is_finite(), "{row}");
+            if d == "two_gaussians" {
+                assert_eq!(cells[9], "0.80/0.20", "true weights beside the model's: {row}");
+                assert!(cells[8].contains('/'), "{row}");
+            }
+            let dir = run.join(d).join(m);
+            assert!(dir.join("metrics.csv").exists() && dir.join("density.png").exists(), "{dir:?}");
+            let events = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents."))
+                .count();
+            assert!(events >= 1, "no event file in {dir:?}");
+        }
+    }
+    let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+    assert_eq!(md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| dataset")).count(), 28);
+    let png = std::fs::read(run.join("overview.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let img = image::load_from_memory(&png).unwrap();
+    assert!(img.width() > 1000 && img.height() > 1000, "{}x{}", img.width(), img.height());
+}
+
+#[test]
+fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN).current_dir(repo_root()).args(args).args(["--out", "/nonexistent-never-created"]).output().unwrap();
+        assert!(!o.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e = run(&["--methods", "cd1,cd7"]);
+    assert!(e.contains("unknown method 'cd7'") && e.contains("sm_hutchinson"), "{e}");
+    let e = run(&["--datasets", "spiral"]);
+    assert!(e.contains("spiral") && e.contains("8gaussians"), "{e}");
+    let e = run(&["--set", "train.optim.lr=-1"]);
+    assert!(e.contains("learning rate must be > 0"), "{e}");
+    let e = run(&["--set", "train.bogus=1"]);
+    assert!(e.contains("bogus"), "{e}");
+    if !tch::Cuda::is_available() {
+        let start = std::time::Instant::now();
+        let e = run(&["--device", "cuda"]);
+        assert!(e.contains("CUDA is not available"), "{e}");
+        assert!(start.elapsed().as_secs() < 20, "the CUDA check must come before any work");
+    }
+}
