@@ -202,6 +202,43 @@ impl CsvSink {
         })
     }
 
+    /// Continues a CSV file written by an earlier, interrupted run: keeps its header and the rows whose
+    /// step is at most `through_step` (rows logged after the checkpoint being resumed are dropped), then
+    /// appends. A missing file is created as by [`CsvSink::create`].
+    pub fn resume(path: &Path, through_step: u64) -> Result<Self> {
+        let old = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::create(path),
+            Err(e) => return Err(LogError::io("read", path, e)),
+        };
+        let bad = |e: &dyn std::fmt::Display| LogError::invalid(format!("{}: cannot resume: {e}", path.display()));
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(old.as_slice());
+        let header: Vec<String> = reader.headers().map_err(|e| bad(&e))?.iter().map(str::to_string).collect();
+        if header.first().map(String::as_str) != Some("step") {
+            return Self::create(path);
+        }
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&header).map_err(|e| bad(&e))?;
+        for rec in reader.records() {
+            let rec = rec.map_err(|e| bad(&e))?;
+            let step: u64 = rec.get(0).unwrap_or("").trim().parse().map_err(|_| bad(&format!("bad row {rec:?}")))?;
+            if step <= through_step {
+                w.write_record(&rec).map_err(|e| bad(&e))?;
+            }
+        }
+        let kept = w.into_inner().map_err(|e| bad(&e))?;
+        write_atomic(path, &kept)?;
+        let file = OpenOptions::new().append(true).open(path).map_err(|e| LogError::io("open", path, e))?;
+        Ok(CsvSink {
+            path: path.to_path_buf(),
+            columns: header[1..].to_vec(),
+            header_written: true,
+            out: Some(BufWriter::new(file)),
+            pending_step: None,
+            pending: Vec::new(),
+        })
+    }
+
     /// Creates the CSV file with a fixed header `step,<columns...>` written at once.
     pub fn with_columns(path: &Path, columns: &[&str]) -> Result<Self> {
         let mut sink = Self::create(path)?;
@@ -475,6 +512,30 @@ mod tests {
             s.scalar("loss", 2, 0.25).unwrap();
         } // drop writes the pending row
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,loss,\"eval,nll\"\n0,2.0,\n1,0.5,3.0\n2,0.25,\n");
+    }
+
+    #[test]
+    fn csv_resume_drops_rows_after_the_checkpoint_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.csv");
+        let mut s = CsvSink::create(&p).unwrap();
+        for step in 0..4 {
+            s.scalar("loss", step, step as f64).unwrap();
+            s.scalar("eval,nll", step, 1.0).unwrap();
+        }
+        s.flush().unwrap();
+        drop(s);
+        let mut s = CsvSink::resume(&p, 1).unwrap();
+        s.scalar("loss", 2, 20.0).unwrap();
+        s.scalar("eval,nll", 2, 2.0).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,loss,\"eval,nll\"\n0,0.0,1.0\n1,1.0,1.0\n2,20.0,2.0\n");
+        // a missing file starts afresh
+        let q = dir.path().join("new.csv");
+        let mut s = CsvSink::resume(&q, 5).unwrap();
+        s.scalar("a", 6, 1.0).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "step,a\n6,1.0\n");
     }
 
     #[test]

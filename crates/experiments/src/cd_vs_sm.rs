@@ -18,6 +18,8 @@ use ebm_log::plot::{self, AxesBox, HeatmapOptions};
 use ebm_log::{CsvSink, HParamValue, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -274,7 +276,7 @@ impl CdVsSmConfig {
 }
 
 /// One row of the results table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultRow {
     /// Dataset name.
     pub dataset: String,
@@ -362,12 +364,46 @@ struct RunOutput {
     heatmap: PathBuf,
 }
 
-/// Runs the whole experiment; returns the run folder and the rows.
-pub fn run(cfg: &CdVsSmConfig) -> Result<(PathBuf, Vec<ResultRow>)> {
+/// How [`run`] ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every (dataset, method) finished: the run folder and the rows.
+    Done(PathBuf, Vec<ResultRow>),
+    /// The stop flag was raised: a checkpoint of the run in progress was written; `--resume <folder>`
+    /// continues it.
+    Interrupted {
+        /// The run folder to resume.
+        dir: PathBuf,
+        /// Which run was interrupted, e.g. `rings/pcd`.
+        at: String,
+        /// The update it stopped after.
+        step: usize,
+    },
+}
+
+/// Options of [`run`] beyond the config.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Continue the run in this folder: finished (dataset, method) runs are kept, a run with a checkpoint
+    /// continues from it, the others start afresh.
+    pub resume: Option<PathBuf>,
+    /// Raised by a SIGINT/SIGTERM handler: the current update finishes, a checkpoint is written and
+    /// [`run`] returns [`Outcome::Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// Runs the whole experiment.
+pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome> {
     cfg.validate()?;
     let ctx = init(cfg.device, cfg.seed, (cfg.threads > 0).then_some(cfg.threads))?;
-    let run_dir = RunDir::create(&cfg.out, "exp_cd_vs_sm", cfg.run_name.as_deref())?;
-    run_dir.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
+    let run_dir = match &opts.resume {
+        Some(dir) => RunDir::open(dir)?,
+        None => {
+            let d = RunDir::create(&cfg.out, "exp_cd_vs_sm", cfg.run_name.as_deref())?;
+            d.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
+            d
+        }
+    };
     eprintln!("ebm-rs: run folder {}", run_dir.path().display());
     let multi = indicatif::MultiProgress::new();
     let mut rows = Vec::new();
@@ -377,9 +413,20 @@ pub fn run(cfg: &CdVsSmConfig) -> Result<(PathBuf, Vec<ResultRow>)> {
         let train = source.sample(cfg.n_train, cfg.seed).to_device(ctx.device);
         let test = source.sample(cfg.n_test, cfg.seed.wrapping_add(1_000_003)).to_device(ctx.device);
         for (mi, method) in cfg.methods.iter().enumerate() {
-            let out = run_one(cfg, &run_dir, &source, method, &train, &test, ctx.device, &multi)?;
-            panels[mi][di] = Some(out.heatmap);
-            rows.push(out.row);
+            let job = Job { cfg, run_dir: &run_dir, source: &source, method, train: &train, test: &test };
+            match run_one(&job, ctx.device, &multi, opts)? {
+                RunResult::Done(out) => {
+                    panels[mi][di] = Some(out.heatmap);
+                    rows.push(out.row);
+                }
+                RunResult::Interrupted(step) => {
+                    return Ok(Outcome::Interrupted {
+                        dir: run_dir.path().to_path_buf(),
+                        at: format!("{}/{method}", source.name()),
+                        step,
+                    })
+                }
+            }
         }
     }
     write_results(cfg, &run_dir, &rows)?;
@@ -393,22 +440,35 @@ pub fn run(cfg: &CdVsSmConfig) -> Result<(PathBuf, Vec<ResultRow>)> {
         &col_refs,
         Some("model density (heat map) with MALA samples (dots), same MLP and budget"),
     )?;
-    Ok((run_dir.path().to_path_buf(), rows))
+    Ok(Outcome::Done(run_dir.path().to_path_buf(), rows))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_one(
-    cfg: &CdVsSmConfig,
-    run_dir: &RunDir,
-    source: &Source2d,
-    method: &str,
-    train: &Tensor,
-    test: &Tensor,
-    device: Device,
-    multi: &indicatif::MultiProgress,
-) -> Result<RunOutput> {
+/// One (dataset, method) training run.
+struct Job<'a> {
+    cfg: &'a CdVsSmConfig,
+    run_dir: &'a RunDir,
+    source: &'a Source2d,
+    method: &'a str,
+    train: &'a Tensor,
+    test: &'a Tensor,
+}
+
+enum RunResult {
+    Done(RunOutput),
+    Interrupted(usize),
+}
+
+fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &RunOptions) -> Result<RunResult> {
+    let Job { cfg, run_dir, source, method, train, test } = *job;
     let ds = source.name();
     let sub = run_dir.path().join(sanitize(&ds)).join(method);
+    let result_path = sub.join("result.json");
+    if opts.resume.is_some() && result_path.exists() {
+        let row: ResultRow = serde_json::from_slice(&std::fs::read(&result_path)?)
+            .with_context(|| format!("corrupt {}", result_path.display()))?;
+        eprintln!("ebm-rs: {ds}/{method} finished before; kept");
+        return Ok(RunResult::Done(RunOutput { row, heatmap: sub.join("density.png") }));
+    }
     std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
@@ -419,11 +479,25 @@ fn run_one(
     let objective = cfg.objective(method, axes_bbox(bbox, margin))?.build(&[2], device)?;
     // [eval].every drives the trainer's evaluation callback
     let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
-    let mut trainer =
-        Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?.with_checkpoints(sub.join("checkpoints"))?;
+    let ckpt_dir = sub.join("checkpoints");
+    let mut trainer = Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?.with_checkpoints(&ckpt_dir)?;
+    if let Some(stop) = &opts.stop {
+        trainer = trainer.with_stop_flag(stop.clone());
+    }
+    let resumed_at = match &opts.resume {
+        Some(_) if !ebm_core::train::list_checkpoints(&ckpt_dir)?.is_empty() => {
+            let step = trainer.load_checkpoint(&ckpt_dir)?;
+            eprintln!("ebm-rs: {ds}/{method} resumes at update {step}");
+            Some(step)
+        }
+        _ => None,
+    };
 
     let tb = TensorBoardWriter::create(&sub)?;
-    let csv = CsvSink::create(&sub.join("metrics.csv"))?;
+    let csv = match resumed_at {
+        Some(step) => CsvSink::resume(&sub.join("metrics.csv"), step as u64)?,
+        None => CsvSink::create(&sub.join("metrics.csv"))?,
+    };
     let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {elapsed} {msg}")
@@ -431,9 +505,12 @@ fn run_one(
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("{ds} / {}", cfg.label(method)));
+    bar.set_position(resumed_at.unwrap_or(0) as u64);
     let progress = ProgressSink::with_bar(bar.clone());
     let mut sink = MultiSink::new(vec![Box::new(tb), Box::new(csv), Box::new(progress)]);
-    sink.text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
+    if resumed_at.is_none() {
+        sink.text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
+    }
 
     let data_pts = plot::points_from_tensor(&test.narrow(0, 0, test.size()[0].min(1000)))?;
     let ax = axes(bbox, margin)?;
@@ -472,6 +549,11 @@ fn run_one(
     let outcome = trainer.run(&mut TensorData::new(train.shallow_clone())?, &mut sink, Some(&mut eval))?;
     let train_seconds = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&tmp_png);
+    if outcome.interrupted {
+        bar.abandon();
+        sink.flush()?;
+        return Ok(RunResult::Interrupted(outcome.steps));
+    }
     bar.finish();
 
     // Final evaluation, the same for every method.
@@ -510,7 +592,7 @@ fn run_one(
         true_weights: report.true_mode_weights.as_deref().map(fmt_weights),
         far_share: report.far_share,
         mala_acceptance: acc,
-        ms_per_iter: 1e3 * train_seconds / outcome.steps.max(1) as f64,
+        ms_per_iter: 1e3 * train_seconds / (outcome.steps - resumed_at.unwrap_or(0)).max(1) as f64,
         train_seconds,
         total_seconds,
     };
@@ -537,7 +619,8 @@ fn run_one(
     ];
     hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;
     hp.flush()?;
-    Ok(RunOutput { row, heatmap })
+    ebm_log::write_atomic(&result_path, &serde_json::to_vec_pretty(&row)?)?;
+    Ok(RunResult::Done(RunOutput { row, heatmap }))
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {

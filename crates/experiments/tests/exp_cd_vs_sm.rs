@@ -78,3 +78,79 @@ fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
         assert!(start.elapsed().as_secs() < 20, "the CUDA check must come before any work");
     }
 }
+
+/// A short replay-buffer run, long enough (a few seconds) to be interrupted mid-training.
+fn short_run_args(out: &Path, name: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["--device", "cpu", "--threads", "1", "--datasets", "two_gaussians", "--methods", "replay"]
+        .map(String::from)
+        .to_vec();
+    v.extend(["--iters", "1500", "--run-name", name].map(String::from));
+    for s in [
+        "n_train=4000",
+        "n_test=1000",
+        "cd.k=10",
+        "cd.buffer_capacity=2000",
+        "sampling.n=300",
+        "sampling.langevin_steps=60",
+        "sampling.mala_steps=30",
+        "eval.every=500",
+        "eval.image_every=1500",
+        "eval.grid_n=120",
+        "eval.grid_n_train=60",
+    ] {
+        v.extend(["--set".to_string(), s.to_string()]);
+    }
+    v.push("--out".into());
+    v.push(out.display().to_string());
+    v
+}
+
+/// The result columns that must not depend on interruption (everything but the timings).
+fn result_metrics(run: &Path) -> Vec<String> {
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let row = csv.lines().nth(1).unwrap();
+    row.split(',').take(12).map(String::from).collect()
+}
+
+#[test]
+fn sigint_writes_a_checkpoint_and_resume_gives_the_uninterrupted_results() {
+    let out = tempfile::tempdir().unwrap();
+    let ok = Command::new(BIN).current_dir(repo_root()).args(short_run_args(out.path(), "full")).status().unwrap();
+    assert!(ok.success());
+    let want = result_metrics(&out.path().join("exp_cd_vs_sm/full"));
+
+    let run = out.path().join("exp_cd_vs_sm/cut");
+    let child = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(short_run_args(out.path(), "cut"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until training has logged a few steps, then interrupt
+    let metrics = run.join("two_gaussians/replay/metrics.csv");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map(|t| t.lines().count()).unwrap_or(0) < 3 {
+        assert!(start.elapsed().as_secs() < 120, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("resume with: just run exp_cd_vs_sm --resume"), "{err}");
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("two_gaussians/replay/checkpoints")).unwrap().collect();
+    assert_eq!(ckpts.len(), 1, "one checkpoint at the interrupted step");
+    assert!(!run.join("results.csv").exists());
+
+    let o = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["--threads", "1", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resumes at update"), "{err}");
+    assert_eq!(result_metrics(&run), want, "resumed run differs from the uninterrupted one");
+}

@@ -3,10 +3,12 @@
 
 use anyhow::Result;
 use clap::Parser;
-use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig};
+use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig, Outcome, RunOptions};
 use experiments::config;
 use experiments::DeviceArg;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// CD-k vs persistent CD vs score matching, side by side, on 2-D densities with exact answers.
 #[derive(Parser, Debug)]
@@ -45,11 +47,18 @@ struct Cli {
     /// Override any config field: --set train.optim.lr=3e-4 --set cd.langevin.step_size=0.01
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Continue an interrupted run from its folder (its config.toml is used; only --device and --threads
+    /// may change).
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with_all = ["config", "datasets", "methods", "iters", "seed", "out", "run_name", "quick", "set"])]
+    resume: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let path = cli.config.clone().or_else(default_config_path);
+    let path = match &cli.resume {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => cli.config.clone().or_else(default_config_path),
+    };
     let mut cfg: CdVsSmConfig = config::load(path.as_deref(), &cli.set)?;
     if let Some(v) = cli.datasets {
         cfg.datasets = v;
@@ -78,8 +87,30 @@ fn main() -> Result<()> {
     if cli.quick {
         cfg.make_quick();
     }
-    let (dir, rows) = run(&cfg)?;
-    eprintln!("ebm-rs: {} runs done; results in {}", rows.len(), dir.display());
-    eprintln!("        view the curves with: just tensorboard   (then open http://127.0.0.1:6006)");
-    Ok(())
+    // Ctrl-C / SIGTERM: finish the current update, checkpoint, flush, exit non-zero.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nebm-rs: second interrupt, exiting now");
+            std::process::exit(130);
+        }
+        eprintln!("\nebm-rs: interrupt received; finishing the current update and writing a checkpoint");
+    })?;
+    let opts = RunOptions { resume: cli.resume, stop: Some(stop) };
+    match run(&cfg, &opts)? {
+        Outcome::Done(dir, rows) => {
+            eprintln!("ebm-rs: {} runs done; results in {}", rows.len(), dir.display());
+            eprintln!("        view the curves with: just tensorboard   (then open http://127.0.0.1:6006)");
+            Ok(())
+        }
+        Outcome::Interrupted { dir, at, step } => {
+            eprintln!(
+                "ebm-rs: interrupted during {at} after update {step}; a checkpoint was written.\n        \
+                 resume with: just run exp_cd_vs_sm --resume {}",
+                dir.display()
+            );
+            std::process::exit(130);
+        }
+    }
 }
