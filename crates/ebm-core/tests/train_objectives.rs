@@ -65,7 +65,12 @@ fn check(name: &str, objective: ObjectiveConfig, iters: usize, lr: f64, kl_bound
 }
 
 fn cd(negatives: Negatives, k: usize) -> ObjectiveConfig {
-    ObjectiveConfig::Contrastive(ContrastiveConfig { negatives, k, langevin: LangevinConfig::seed_form(0.005), alpha: 0.1 })
+    ObjectiveConfig::Contrastive(ContrastiveConfig {
+        negatives,
+        k,
+        langevin: LangevinConfig::seed_form(0.005),
+        alpha: 0.1,
+    })
 }
 
 const CD_KL: f64 = 2.5;

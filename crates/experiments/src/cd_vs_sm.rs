@@ -163,7 +163,13 @@ impl Default for CdVsSmConfig {
             n_train: 20_000,
             n_test: 5_000,
             model: MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Default::default() },
-            train: TrainConfig { iters: 2000, batch_size: 256, log_every: 10, keep_checkpoints: 1, ..Default::default() },
+            train: TrainConfig {
+                iters: 2000,
+                batch_size: 256,
+                log_every: 10,
+                keep_checkpoints: 1,
+                ..Default::default()
+            },
             cd: CdSettings::default(),
             sm: SmSettings::default(),
             sampling: SamplingSettings::default(),

@@ -31,7 +31,8 @@ fn quick_run_writes_every_row_and_figure() {
     assert_eq!(rows.len(), datasets.len() * methods.len(), "{csv}");
     for d in datasets {
         for m in methods {
-            let row = rows.iter().find(|r| r.starts_with(&format!("{d},{m},"))).unwrap_or_else(|| panic!("no row {d}/{m}"));
+            let row =
+                rows.iter().find(|r| r.starts_with(&format!("{d},{m},"))).unwrap_or_else(|| panic!("no row {d}/{m}"));
             let cells: Vec<&str> = row.split(',').collect();
             let nll: f64 = cells[2].parse().unwrap();
             assert!(nll.is_finite(), "{row}");
@@ -59,7 +60,12 @@ fn quick_run_writes_every_row_and_figure() {
 #[test]
 fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
     let run = |args: &[&str]| {
-        let o = Command::new(BIN).current_dir(repo_root()).args(args).args(["--out", "/nonexistent-never-created"]).output().unwrap();
+        let o = Command::new(BIN)
+            .current_dir(repo_root())
+            .args(args)
+            .args(["--out", "/nonexistent-never-created"])
+            .output()
+            .unwrap();
         assert!(!o.status.success(), "{args:?} should fail");
         String::from_utf8_lossy(&o.stderr).to_string()
     };
@@ -81,9 +87,10 @@ fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
 
 /// A short replay-buffer run, long enough (a few seconds) to be interrupted mid-training.
 fn short_run_args(out: &Path, name: &str) -> Vec<String> {
-    let mut v: Vec<String> = ["--device", "cpu", "--threads", "1", "--datasets", "two_gaussians", "--methods", "replay"]
-        .map(String::from)
-        .to_vec();
+    let mut v: Vec<String> =
+        ["--device", "cpu", "--threads", "1", "--datasets", "two_gaussians", "--methods", "replay"]
+            .map(String::from)
+            .to_vec();
     v.extend(["--iters", "1500", "--run-name", name].map(String::from));
     for s in [
         "n_train=4000",
@@ -143,12 +150,7 @@ fn sigint_writes_a_checkpoint_and_resume_gives_the_uninterrupted_results() {
     assert_eq!(ckpts.len(), 1, "one checkpoint at the interrupted step");
     assert!(!run.join("results.csv").exists());
 
-    let o = Command::new(BIN)
-        .current_dir(repo_root())
-        .args(["--threads", "1", "--resume"])
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = Command::new(BIN).current_dir(repo_root()).args(["--threads", "1", "--resume"]).arg(&run).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("resumes at update"), "{err}");
