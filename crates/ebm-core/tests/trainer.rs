@@ -202,3 +202,77 @@ fn bad_configs_and_data_are_errors() {
     let e = toml::from_str::<TrainConfig>(toml).unwrap_err().to_string();
     assert!(e.contains("batch_sise"), "{e}");
 }
+
+/// Mounts a tmpfs of `kib` KiB at a fresh folder; unmounted on drop.
+struct TinyFs {
+    dir: tempfile::TempDir,
+}
+
+impl TinyFs {
+    fn mount(kib: usize) -> std::io::Result<TinyFs> {
+        let dir = tempfile::tempdir()?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        if !st.status.success() {
+            return Err(std::io::Error::other(String::from_utf8_lossy(&st.stderr).to_string()));
+        }
+        Ok(TinyFs { dir })
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_the_previous_checkpoint() {
+    let _g = lock();
+    // A real full disk: a 512 KiB tmpfs (needs root, as in CI; elsewhere the test says why it cannot run).
+    let fs = match TinyFs::mount(512) {
+        Ok(fs) => fs,
+        Err(e) if !is_root() => {
+            eprintln!("disk-full test needs root to mount a tmpfs ({e}); run `just test` as root to include it");
+            return;
+        }
+        Err(e) => panic!("cannot mount a tmpfs as root: {e}"),
+    };
+    let dir = fs.dir.path().join("ckpt");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![32, 32], ..Default::default() }).unwrap();
+    let mut t = Trainer::new(cfg(10), &vs, &m, replay().build(&[2], Device::Cpu).unwrap(), 0)
+        .unwrap()
+        .with_checkpoints(&dir)
+        .unwrap();
+    let first = t.save_checkpoint().unwrap();
+    // fill the disk, leaving less room than a checkpoint needs
+    let size = std::fs::metadata(first.join("state.safetensors")).unwrap().len() as usize;
+    let filler = fs.dir.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    use std::io::Write;
+    while f.write_all(&chunk).is_ok() {}
+    drop(f);
+    let keep = std::fs::metadata(&filler).unwrap().len() as usize;
+    std::fs::OpenOptions::new().write(true).open(&filler).unwrap().set_len((keep - size / 2) as u64).unwrap();
+    // train one more step so the next checkpoint is for another step
+    t.train_step(&data().batch(8).unwrap()).unwrap();
+    let e = t.save_checkpoint().unwrap_err().to_string();
+    assert!(e.contains("No space left on device") && e.contains(&dir.display().to_string()), "{e}");
+    // the previous checkpoint is intact, no temporary folder is left, and it still loads
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(names, vec!["step-00000000".to_string()]);
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let m2 = Mlp::new(&vs2.root(), &MlpConfig { in_dim: 2, hidden: vec![32, 32], ..Default::default() }).unwrap();
+    let mut t2 = Trainer::new(cfg(10), &vs2, &m2, replay().build(&[2], Device::Cpu).unwrap(), 0).unwrap();
+    assert_eq!(t2.load_checkpoint(&dir).unwrap(), 0);
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
