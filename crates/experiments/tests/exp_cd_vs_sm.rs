@@ -77,6 +77,15 @@ fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
     assert!(e.contains("learning rate must be > 0"), "{e}");
     let e = run(&["--set", "train.bogus=1"]);
     assert!(e.contains("bogus"), "{e}");
+    let e = run(&["--set", "train.iters=\"many\""]);
+    assert!(e.contains("invalid type") && e.contains("many"), "{e}");
+    let o = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["--quick", "--device", "cpu", "--out", "/proc/ebm-rs-cannot-write-here"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("/proc/ebm-rs-cannot-write-here"), "{e}");
     if !tch::Cuda::is_available() {
         let start = std::time::Instant::now();
         let e = run(&["--device", "cuda"]);
