@@ -31,8 +31,27 @@ pub fn score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor, create_graph: bool) -> 
     Ok(score_unchecked(m, x, create_graph))
 }
 
+/// Keeps glibc's malloc from handing activation-sized blocks back to the kernel between steps.
+///
+/// glibc serves blocks of at least its mmap threshold (128 KiB at start, e.g. one `[256, 128]` f32
+/// activation) with `mmap`, and trims the heap top once more than twice that threshold is free. A
+/// sampler or score-matching loop allocates and frees the same few activation buffers on every step, so
+/// every step gave the memory back and faulted it in again (≈140 page faults and their zeroing per
+/// W1 iteration). Freeing one block that was served by `mmap` raises both thresholds for the rest of
+/// the process (glibc's dynamic threshold, capped at 32 MiB): after this the buffers are reused from
+/// the heap. A Python process running PyTorch is in that state already (its imports free large blocks).
+/// Results are unchanged; elsewhere than glibc this is one untouched allocation, freed at once.
+fn keep_freed_memory_in_heap() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let block: Vec<u8> = Vec::with_capacity(16 << 20);
+        drop(std::hint::black_box(block));
+    });
+}
+
 /// [`score`] without input checks, for hot loops whose input was checked once.
 pub(crate) fn score_unchecked<M: EnergyModel + ?Sized>(m: &M, x: &Tensor, create_graph: bool) -> Score {
+    keep_freed_memory_in_heap();
     let x = if x.requires_grad() && x.is_leaf() { x.shallow_clone() } else { x.detach().set_requires_grad(true) };
     let f = m.f(&x);
     let grad = Tensor::run_backward(&[f.sum(f.kind())], &[&x], create_graph, create_graph).remove(0);
