@@ -15,9 +15,11 @@ setup:
 build: setup
     {{cargo}} build --workspace --release
 
-# Run the test suite (unit, integration and experiment smoke tests).
+# Run the test suite (unit, integration and experiment smoke tests). The harness runs tests in parallel
+# threads, so libtorch gets one intra-op thread each (OMP_NUM_THREADS=1): on 2 cores, 2 tests × 2 spinning
+# OpenMP threads made small-tensor tests up to 100× slower.
 test: setup
-    {{cargo}} test --workspace --release
+    OMP_NUM_THREADS=1 {{cargo}} test --workspace --release
 
 # Format check and clippy with warnings as errors.
 lint: setup

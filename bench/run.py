@@ -38,6 +38,15 @@ QUICK = {
 W2_DIMS = "2,8,32,128,512,784"
 W2_DIMS_QUICK = "2,8,32,128"
 W2_METHODS = ["exact", "hutchinson", "dsm"]
+# The glibc malloc thresholds that ebm-core sets for itself (autograd.rs, keep_freed_memory_in_heap): with
+# --malloc-reference the PyTorch reference runs a second time with them, to show what part of a ratio
+# is the allocator.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
+IMPLS = [
+    ("rust", "Rust (ebm-core)"),
+    ("pytorch", "PyTorch eager"),
+    ("pytorch_malloc", "PyTorch eager, glibc malloc thresholds as ebm-core's"),
+]
 
 
 def cpu_model():
@@ -85,15 +94,17 @@ def wait_quiet(max_wait, threshold):
     return busy
 
 
-def run_cmd(cmd):
-    """Runs one benchmark process; returns its JSON lines."""
+def run_cmd(cmd, env=None):
+    """Runs one benchmark process (with extra environment variables `env`); returns its JSON lines."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    full_env = dict(os.environ, **env) if env else None
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=full_env)
     if p.returncode != 0:
         sys.stderr.write(p.stderr)
         raise SystemExit(f"benchmark command failed ({p.returncode}): {shlex.join(cmd)}")
     lines = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
-    print(f"  {time.perf_counter() - t0:6.1f}s  {shlex.join(cmd[-14:])}", file=sys.stderr)
+    prefix = " ".join(f"{k}={v}" for k, v in (env or {}).items())
+    print(f"  {time.perf_counter() - t0:6.1f}s  {prefix} {shlex.join(cmd[-14:])}", file=sys.stderr)
     return lines
 
 
@@ -126,12 +137,20 @@ def collect(args):
             py = [args.python, str(ROOT / "bench" / "reference.py")] + common
             if w == "w2" and r > 0:
                 rust += ["--variance-probes", "0"]
-            order = [rust, py] if r % 2 == 0 else [py, rust]
-            for cmd in order:
+            if args.breakdown and w == "w1":
+                rust += ["--breakdown"]
+            runs = [(rust, None, None), (py, None, None)]
+            if args.malloc_reference:
+                runs.append((py, MALLOC_ENV, "pytorch_malloc"))
+            # rotate the order with the repeat, so that no implementation always runs first
+            k = r % len(runs)
+            for cmd, env, label in runs[k:] + runs[:k]:
                 busy = wait_quiet(args.wait_quiet, args.quiet_threshold) if args.wait_quiet > 0 else cpu_busy(0.5)
-                for line in run_cmd(cmd):
+                for line in run_cmd(cmd, env):
                     line["repeat"] = r
                     line["busy_before"] = busy
+                    if label:
+                        line["impl"] = label
                     rows.append(line)
     return rows
 
@@ -160,10 +179,10 @@ def select(rows, impl, workload, case, dim=None):
     ]
 
 
-def paired_ratios(rows, workload, case, key, dim=None):
-    """Rust/PyTorch ratio of `key` for each repeat (the two processes of one repeat ran back to back)."""
+def paired_ratios(rows, workload, case, key, dim=None, ref="pytorch"):
+    """Rust/reference ratio of `key` for each repeat (the processes of one repeat ran back to back)."""
     rust = {r["repeat"]: r[key] for r in select(rows, "rust", workload, case, dim)}
-    py = {r["repeat"]: r[key] for r in select(rows, "pytorch", workload, case, dim)}
+    py = {r["repeat"]: r[key] for r in select(rows, ref, workload, case, dim)}
     return [rust[k] / py[k] for k in sorted(rust) if k in py and py[k] > 0]
 
 
@@ -184,16 +203,24 @@ def fmt_num(x):
 def rate_table(rows, workload, case, unit, title, quality=None):
     out = [f"### {title}", "", f"| | {unit} (median) | min–max | repeats |" + (" KL after training (median) |" if quality else ""),
            "|---|---:|---:|---:|" + ("---:|" if quality else "")]
-    for impl, label in (("rust", "Rust (ebm-core)"), ("pytorch", "PyTorch eager")):
+    for impl, label in IMPLS:
         xs = [r["per_s"] for r in select(rows, impl, workload, case)]
+        if not xs:
+            continue
         line = f"| {label} | {fmt_num(med(xs))} | {spread(xs, '{:.1f}')} | {len(xs)} |"
         if quality:
             kl = [r["kl"] for r in select(rows, impl, workload, quality)]
             line += f" {med(kl):.3f} |" if kl else " - |"
         out.append(line)
-    ratios = paired_ratios(rows, workload, case, "per_s")
-    if ratios:
-        out += ["", f"**Rust / PyTorch: {med(ratios):.2f}×** (per-repeat paired ratios {spread(ratios, '{:.2f}')})"]
+    out.append("")
+    for ref, label in IMPLS[1:]:
+        ratios = paired_ratios(rows, workload, case, "per_s", ref=ref)
+        if ratios:
+            out.append(f"- **Rust / {label}: {med(ratios):.2f}×** (per-repeat paired ratios {spread(ratios, '{:.2f}')})")
+    parts = sorted({r["case"] for r in rows if r["workload"] == workload and r["case"].startswith(case + "_part:")})
+    for p in parts:
+        xs = [r["ms_per_iter"] for r in select(rows, "rust", workload, p)]
+        out.append(f"- Rust part `{p.split(':', 1)[1]}`: {fmt_num(med(xs))} ms per iteration (median)")
     return out
 
 
@@ -202,7 +229,7 @@ def w2_tables(rows, dims, methods):
     head = "| D |"
     rule = "|---:|"
     for m in methods:
-        head += f" {m} Rust | {m} PyTorch | {m} PyTorch/Rust |"
+        head += f" {m} Rust | {m} PyTorch | {m} Rust speed-up |"
         rule += "---:|---:|---:|"
     out += [head, rule]
     for d in dims:
@@ -277,6 +304,9 @@ def main():
                    help="before each process, wait up to SECONDS for the other CPU load to fall under --quiet-threshold "
                         "(useful on a shared machine)")
     p.add_argument("--quiet-threshold", type=float, default=0.15, help="busy CPU fraction counted as quiet")
+    p.add_argument("--breakdown", action="store_true", help="W1: also time the parts of a Rust iteration apart")
+    p.add_argument("--malloc-reference", action="store_true",
+                   help="also run the PyTorch reference with glibc's malloc thresholds set as ebm-core sets its own")
     p.add_argument("--out", help="also write the markdown report to this file")
     p.add_argument("--raw", help="also write every JSON line to this file")
     args = p.parse_args()

@@ -10,7 +10,7 @@ if [ -n "${LIBTORCH:-}" ]; then
   source scripts/env.sh   # validates LIBTORCH and says what to do if it is wrong
 fi
 if [ -f "$stamp" ]; then
-  exit 0
+  exec scripts/fetch-data.sh   # fast when the data is already there
 fi
 py="${PYTHON:-python3}"
 if ! command -v "$py" >/dev/null 2>&1; then
@@ -27,5 +27,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "setup: installing torch==$TORCH_VERSION (libtorch for tch), tensorboard and rust-just into .venv; this takes a few minutes"
 .venv/bin/pip install --disable-pip-version-check -q "torch==$TORCH_VERSION" tensorboard rust-just
+scripts/fetch-data.sh
 touch "$stamp"
 echo "setup: done"

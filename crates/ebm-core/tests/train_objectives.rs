@@ -11,6 +11,7 @@
 //!   (-1/σ² = -100 here) while the relative heights of the 8 modes drift, and a longer run can have a
 //!   *larger* KL (seen: 2.3 nats after 100 updates, 10 after 800 at lr 1e-3). The short budget here
 //!   tests that it learns the modes' shapes and places; `exp_cd_vs_sm` shows the weight problem.
+//!
 //! The stricter numbers — KL ≤ 0.1 for the best method — come from the longer runs of `exp_cd_vs_sm`.
 //!
 //! The tests run one at a time (a mutex) so that each sees libtorch's global RNG alone and is

@@ -217,7 +217,7 @@ impl CdVsSmConfig {
         if self.eval.grid_n < 2 || self.eval.grid_n_train < 2 {
             bail!("eval grid sizes must be ≥ 2");
         }
-        if self.eval.every > 0 && self.eval.image_every % self.eval.every != 0 {
+        if self.eval.every > 0 && !self.eval.image_every.is_multiple_of(self.eval.every) {
             bail!(
                 "eval.image_every ({}) must be a multiple of eval.every ({}): images are drawn at evaluations",
                 self.eval.image_every,
@@ -460,7 +460,7 @@ struct Job<'a> {
 }
 
 enum RunResult {
-    Done(RunOutput),
+    Done(Box<RunOutput>),
     Interrupted(usize),
 }
 
@@ -473,7 +473,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
         let row: ResultRow = serde_json::from_slice(&std::fs::read(&result_path)?)
             .with_context(|| format!("corrupt {}", result_path.display()))?;
         eprintln!("ebm-rs: {ds}/{method} finished before; kept");
-        return Ok(RunResult::Done(RunOutput { row, heatmap: sub.join("density.png") }));
+        return Ok(RunResult::Done(Box::new(RunOutput { row, heatmap: sub.join("density.png") })));
     }
     std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
     let bbox = source.bbox();
@@ -523,7 +523,10 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     let grid_train = GridSpec::with_margin(bbox, margin, cfg.eval.grid_n_train)?;
     let (every, image_every, iters) = (cfg.eval.every, cfg.eval.image_every, cfg.train.iters);
     let tmp_png = sub.join(".tmp-eval.png");
+    // time spent evaluating inside the training loop, subtracted from the per-update time
+    let eval_seconds = std::cell::Cell::new(0.0f64);
     let mut eval = |step: usize, m: &dyn EnergyModel, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
+        let started = Instant::now();
         let due = |n: usize| (n > 0 && step.is_multiple_of(n)) || step == iters;
         let io = |e: ebm_log::LogError| ebm_core::EbmError::Io {
             path: sub.display().to_string(),
@@ -541,7 +544,14 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
                     HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
                 let img = plot::heatmap(&tmp_png, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &opts).map_err(io)?;
                 sink.image("density", step as u64, &img).map_err(io)?;
-                let quick = SamplingSettings { n: 500, ..cfg.sampling.clone() };
+                // a cheaper version of the final sampling, for the pictures along the way
+                let s = &cfg.sampling;
+                let quick = SamplingSettings {
+                    n: s.n.min(500),
+                    langevin_steps: s.langevin_steps.min(200),
+                    mala_steps: s.mala_steps.min(100),
+                    ..s.clone()
+                };
                 let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)
                     .map_err(|e| ebm_core::error::invalid("sampling", e.to_string()))?;
                 let pts = plot::points_from_tensor(&xs).map_err(io)?;
@@ -549,6 +559,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
                 sink.image("samples", step as u64, &img).map_err(io)?;
             }
         }
+        eval_seconds.set(eval_seconds.get() + started.elapsed().as_secs_f64());
         Ok(())
     };
     let t0 = Instant::now();
@@ -598,7 +609,8 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
         true_weights: report.true_mode_weights.as_deref().map(fmt_weights),
         far_share: report.far_share,
         mala_acceptance: acc,
-        ms_per_iter: 1e3 * train_seconds / (outcome.steps - resumed_at.unwrap_or(0)).max(1) as f64,
+        ms_per_iter: 1e3 * (train_seconds - eval_seconds.get())
+            / (outcome.steps - resumed_at.unwrap_or(0)).max(1) as f64,
         train_seconds,
         total_seconds,
     };
@@ -626,7 +638,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;
     hp.flush()?;
     ebm_log::write_atomic(&result_path, &serde_json::to_vec_pretty(&row)?)?;
-    Ok(RunResult::Done(RunOutput { row, heatmap }))
+    Ok(RunResult::Done(Box::new(RunOutput { row, heatmap })))
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {

@@ -4,5 +4,7 @@
 pub mod cd_vs_sm;
 pub mod config;
 pub mod device;
+pub mod images;
+pub mod poe;
 
 pub use device::{CommonArgs, DeviceArg};

@@ -2,6 +2,8 @@
 //! points from a CSV file ([`csv_points`]), behind one interface, [`Source2d`].
 
 pub mod csv_points;
+pub mod images;
+pub mod shapes;
 pub mod toy2d;
 
 use std::path::Path;

@@ -89,7 +89,7 @@ impl SnWeight {
             }
             v
         });
-        let sigma = u.dot(&w2.mv(&v));
+        let sigma = u.copy().dot(&w2.mv(&v)); // a copy: the next forward pass updates u in place
         &self.w / sigma
     }
 }

@@ -4,11 +4,14 @@
 //! A network that outputs an energy `E` is wrapped by negating it.
 
 pub mod analytic;
+pub mod compose;
+pub mod conditional;
 pub mod conv;
 pub mod mlp;
 pub mod product;
 
 pub use analytic::{Gaussian, GaussianMixture};
+pub use compose::{BoxRestricted, Composition, Expression, Offset};
 pub use conv::{ConvConfig, ConvEnergy};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use product::ProductOfExperts;

@@ -94,7 +94,7 @@ struct Cli {
     /// W2: probes used to measure the Hutchinson estimator's variance (0 skips the measurement).
     #[arg(long, default_value_t = 64)]
     variance_probes: usize,
-    /// W1: also time the parts of an iteration apart (negatives, loss forward and backward, Adam step).
+    /// Also time parts apart: W1 negatives, loss forward and backward, Adam step; W2 the Adam step.
     #[arg(long)]
     breakdown: bool,
     /// W1: skip the KL evaluation after training (for profiling).
@@ -323,6 +323,15 @@ fn run_w2(cli: &Cli) -> Result<()> {
                 let mut line = timing("w2", method.name(), r, n, secs, 1.0, "step/s");
                 line["dim"] = json!(d);
                 emit(line);
+                if cli.breakdown && method == W2Method::Hutchinson {
+                    let secs = time_it(2, cli.iters, || {
+                        adam.step();
+                        Ok(())
+                    })?;
+                    let mut line = timing("w2", "part:adam_step", r, cli.iters, secs, 1.0, "step/s");
+                    line["dim"] = json!(d);
+                    emit(line);
+                }
             }
             if r == 0 && cli.variance_probes >= 2 && cli.methods.contains(&W2Method::Hutchinson) {
                 emit(w2_variance(cli, d)?);
