@@ -213,15 +213,15 @@ fn run_w1(cli: &Cli) -> Result<()> {
             Ok(())
         })?;
         emit(timing("w1", "pcd", r, cli.iters, secs, 1.0, "it/s"));
+        if !cli.no_kl {
+            let kl = kl_8gaussians(&model, &c)?;
+            emit(json!({"impl": "rust", "workload": "w1", "case": "pcd_quality", "repeat": r,
+                        "train_iters": cli.warmup + cli.iters, "kl": kl}));
+        }
+        // after the KL: the breakdown steps Adam on stale gradients
         if cli.breakdown {
             w1_breakdown(cli, r, &model, &mut obj, &mut adam, &c)?;
         }
-        if cli.no_kl {
-            continue;
-        }
-        let kl = kl_8gaussians(&model, &c)?;
-        emit(json!({"impl": "rust", "workload": "w1", "case": "pcd_quality", "repeat": r,
-                    "train_iters": cli.warmup + cli.iters, "kl": kl}));
     }
     Ok(())
 }
