@@ -17,7 +17,7 @@ use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
 use ebm_log::{CsvSink, HParamValue, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -737,12 +737,7 @@ fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[ResultRow]) -> Re
 
 /// Resolves the path of the default config relative to the working directory or the repository.
 pub fn default_config_path() -> Option<PathBuf> {
-    let rel = Path::new("experiments/exp_cd_vs_sm.toml");
-    if rel.exists() {
-        return Some(rel.to_path_buf());
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-    repo.exists().then_some(repo)
+    crate::config::find_config("exp_cd_vs_sm.toml")
 }
 
 #[cfg(test)]

@@ -48,6 +48,17 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// Finds the shipped config `experiments/<file>`: relative to the working directory (where `just run`
+/// starts), else in the repository this crate was built from.
+pub fn find_config(file: &str) -> Option<std::path::PathBuf> {
+    let rel = Path::new("experiments").join(file);
+    if rel.exists() {
+        return Some(rel);
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    repo.exists().then_some(repo)
+}
+
 /// Serialises a config to TOML text (for `config.toml` in the run folder).
 pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String> {
     toml::to_string_pretty(cfg).context("serialising the config to TOML")

@@ -25,7 +25,7 @@ use ebm_log::plot;
 use ebm_log::{CsvSink, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -767,12 +767,7 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
 /// Resolves the default config (`experiments/exp_images.toml`) relative to the working directory or the
 /// repository.
 pub fn default_config_path() -> Option<PathBuf> {
-    let rel = Path::new("experiments/exp_images.toml");
-    if rel.exists() {
-        return Some(rel.to_path_buf());
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-    repo.exists().then_some(repo)
+    crate::config::find_config("exp_images.toml")
 }
 
 #[cfg(test)]

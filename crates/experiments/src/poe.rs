@@ -1366,12 +1366,7 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
 
 /// Resolves the path of the default config relative to the working directory or the repository.
 pub fn default_config_path() -> Option<PathBuf> {
-    let rel = Path::new("experiments/exp_poe.toml");
-    if rel.exists() {
-        return Some(rel.to_path_buf());
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
-    repo.exists().then_some(repo)
+    crate::config::find_config("exp_poe.toml")
 }
 
 #[cfg(test)]
