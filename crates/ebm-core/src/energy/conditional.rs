@@ -1,11 +1,16 @@
 //! Conditional EBMs `f(x, y)` over a discrete attribute `y` (one network with a label embedding), the
-//! adapter [`Conditioned`] that fixes `y` so the result is an ordinary [`EnergyModel`] (and so can enter a
-//! [`super::Composition`] by name), and the contrastive objective that trains them with label-matched
-//! replay buffers.
+//! adapters that fix `y` so the result is an ordinary [`EnergyModel`] that can enter a
+//! [`super::Composition`] by name ([`Conditioned`], [`named_experts`]; at a noise level: [`NoisyConditioned`],
+//! [`named_experts_at`]), and two ways to train them:
 //!
-//! Training maximises `Σ_y p_data(y) E_{p_data(x|y)} log p_θ(x|y)` with `p_θ(x|y) = exp f(x, y) / Z_y`: every
-//! positive `(x⁺, y)` is paired with a negative drawn by Langevin on `f(·, y)` from the buffer of label `y`,
-//! so the negatives' labels follow the data's.
+//! - [`ConditionalContrastive`]: maximum likelihood of `p_θ(x|y) = exp f(x, y) / Z_y` by contrastive
+//!   divergence. Every positive `(x⁺, y)` is paired with a negative drawn by Langevin on `f(·, y)` from the
+//!   replay buffer of label `y`, so the negatives' labels follow the data's.
+//! - [`ConditionalDsm`]: noise-conditional denoising score matching of `f_σ = f(x, y; σ)/σ` over a ladder of
+//!   noise levels, sampled by [`annealed_langevin`]; compositions are sampled the same way, composing the
+//!   experts at every level.
+//!
+//! One model per attribute value needs none of this: plain [`EnergyModel`]s compose directly.
 
 use super::{check_input, Activation, EnergyModel, FrozenParams};
 use crate::error::{invalid, Result};
@@ -365,9 +370,10 @@ impl Layer {
 /// The smallest σ a [`Arch::Denoiser`] divides by (its clean model, σ = 0, uses this).
 const DENOISER_SIGMA_FLOOR: f64 = 1e-3;
 
-/// A conditional network `f(x, y) = ⟨e_y, h(x; y)⟩ + c_y`: a trunk `h` (MLP or conv, optionally modulated
-/// by the label through FiLM) and a per-label output embedding `e_y` with bias `c_y`. FiLM parameters start
-/// at the identity (`γ = β = 0`).
+/// A conditional network. MLP and conv: `f(x, y) = ⟨e_y, h(x; y)⟩ + c_y`, a trunk `h` (optionally modulated
+/// by the label through FiLM) and a per-label output embedding `e_y` with bias `c_y`. Denoiser:
+/// `f = -‖v - D(v, y, σ)‖² / 2σ` on the view `v` of the image (see [`Arch::Denoiser`], [`View`]). FiLM
+/// parameters start at the identity (`γ = β = 0`).
 #[derive(Debug)]
 pub struct ConditionalNet {
     layers: Vec<Layer>,
