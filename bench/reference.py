@@ -30,7 +30,22 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-def timing_line(workload, case, repeat, iters, seconds, units_per_iter, unit, extra=None):
+class Timer:
+    """Wall-clock and process CPU time of a block; `cpu_util` = CPU / (wall x threads) is near 1 when no
+    other process took the cores (idle OpenMP workers spin), well below 1 when the block was contended."""
+
+    def __enter__(self):
+        self.c0, self.t0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        self.cpu_util = (time.process_time() - self.c0) / (self.seconds * torch.get_num_threads())
+        return False
+
+
+def timing_line(workload, case, repeat, iters, timer, units_per_iter, unit, extra=None):
+    seconds = timer.seconds
     obj = {
         "impl": "pytorch",
         "workload": workload,
@@ -41,6 +56,7 @@ def timing_line(workload, case, repeat, iters, seconds, units_per_iter, unit, ex
         "ms_per_iter": 1e3 * seconds / iters,
         "per_s": units_per_iter * iters / seconds,
         "unit": unit,
+        "cpu_util": timer.cpu_util,
     }
     if extra:
         obj.update(extra)
@@ -197,11 +213,10 @@ def run_w1(args):
         w = W1()
         for _ in range(args.warmup):
             w.step()
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            w.step()
-        dt = time.perf_counter() - t0
-        timing_line("w1", "pcd", r, args.iters, dt, 1, "it/s")
+        with Timer() as t:
+            for _ in range(args.iters):
+                w.step()
+        timing_line("w1", "pcd", r, args.iters, t, 1, "it/s")
         emit(
             {
                 "impl": "pytorch",
@@ -281,11 +296,10 @@ def run_w2(args):
 
                 for _ in range(warm):
                     step()
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    step()
-                dt = time.perf_counter() - t0
-                timing_line("w2", method, r, n, dt, 1, "step/s", {"dim": d})
+                with Timer() as t:
+                    for _ in range(n):
+                        step()
+                timing_line("w2", method, r, n, t, 1, "step/s", {"dim": d})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -326,11 +340,10 @@ def run_w3(args):
         x0 = torch.rand(W3_BATCH, 1, 28, 28) * 2.0 - 1.0
         for _ in range(args.warmup):
             w3_chain(model, params, x0)
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            w3_chain(model, params, x0)
-        dt = time.perf_counter() - t0
-        timing_line("w3", "langevin", r, args.iters, dt, W3_STEPS, "step/s")
+        with Timer() as t:
+            for _ in range(args.iters):
+                w3_chain(model, params, x0)
+        timing_line("w3", "langevin", r, args.iters, t, W3_STEPS, "step/s")
 
 
 def main():

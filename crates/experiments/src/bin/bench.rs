@@ -108,30 +108,54 @@ fn emit(v: Value) {
     println!("{v}");
 }
 
-fn timing(workload: &str, case: &str, repeat: usize, iters: usize, secs: f64, units: f64, unit: &str) -> Value {
+fn timing(workload: &str, case: &str, repeat: usize, iters: usize, t: Timed, units: f64, unit: &str) -> Value {
     json!({
         "impl": "rust",
         "workload": workload,
         "case": case,
         "repeat": repeat,
         "iters": iters,
-        "seconds": secs,
-        "ms_per_iter": 1e3 * secs / iters as f64,
-        "per_s": units * iters as f64 / secs,
+        "seconds": t.wall,
+        "ms_per_iter": 1e3 * t.wall / iters as f64,
+        "per_s": units * iters as f64 / t.wall,
         "unit": unit,
+        "cpu_util": t.cpu / (t.wall * tch::get_num_threads() as f64),
     })
 }
 
-/// Times `iters` calls of `step` after `warmup` untimed ones; returns seconds.
-fn time_it(warmup: usize, iters: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Wall-clock and CPU seconds of a timed block.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    wall: f64,
+    /// CPU time of all the process's threads; `cpu / (wall · threads)` near 1 means no other process
+    /// took the cores (libtorch's idle worker threads spin), well below 1 means the block was contended.
+    cpu: f64,
+}
+
+/// CPU seconds used so far by the threads of this process (from `/proc/self/task/*/schedstat`; NaN
+/// where that is not readable).
+fn process_cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
+    let ns: u64 = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 * 1e-9
+}
+
+/// Times `iters` calls of `step` after `warmup` untimed ones.
+fn time_it(warmup: usize, iters: usize, mut step: impl FnMut() -> Result<()>) -> Result<Timed> {
     for _ in 0..warmup {
         step()?;
     }
+    let c0 = process_cpu_seconds();
     let t0 = Instant::now();
     for _ in 0..iters {
         step()?;
     }
-    Ok(t0.elapsed().as_secs_f64())
+    let wall = t0.elapsed().as_secs_f64();
+    Ok(Timed { wall, cpu: process_cpu_seconds() - c0 })
 }
 
 /// The trainable parameters of a var store, sorted by name (as `Trainer` does).
