@@ -213,6 +213,9 @@ pub struct ImageSettings {
     /// `net.view`; e.g. `{ shape = "channel_sum", colour = "pixel" }` makes each expert blind to the other
     /// attribute. The joint baseline always uses `net`.
     pub views: BTreeMap<AttributeKind, View>,
+    /// With one network per kind: a kind's whole network, overriding `net` and `views` for that kind (e.g. a
+    /// fully connected denoiser for the shape and a per-pixel one for the colour).
+    pub nets: BTreeMap<AttributeKind, ConditionalConfig>,
     /// The network of every conditional EBM (the baseline too).
     pub net: ConditionalConfig,
     /// Updates per model.
@@ -261,6 +264,7 @@ impl Default for ImageSettings {
             kinds: vec![AttributeKind::Shape, AttributeKind::Colour],
             one_network: false,
             views: BTreeMap::from([(AttributeKind::Shape, View::ChannelSum), (AttributeKind::Colour, View::Pixel)]),
+            nets: BTreeMap::new(),
             net: ConditionalConfig {
                 arch: Arch::Denoiser,
                 widths: vec![16, 32],
@@ -407,6 +411,14 @@ impl PoeConfig {
         }
         Ok(())
     }
+}
+
+/// The network of one kind's expert: `nets[kind]`, else `net` with the view `views[kind]`.
+fn kind_net(im: &ImageSettings, kind: AttributeKind) -> ConditionalConfig {
+    im.nets.get(&kind).cloned().unwrap_or_else(|| ConditionalConfig {
+        view: im.views.get(&kind).copied().unwrap_or(im.net.view),
+        ..im.net.clone()
+    })
 }
 
 fn kinds_list(im: &ImageSettings) -> String {
@@ -773,8 +785,10 @@ fn run_2d(
             let tt = format!("{src}: true densities composed");
             let o = HeatmapOptions { title: &tt, points: None, range: None, colorbar_label: "p(x)" };
             let bimg = plot::heatmap(&tmp, &gz_true.density(), t.grid_n, t.grid_n, &ax, &o)?;
+            // cells past the two panels stay white (the experts' row may be wider)
+            let blank = image::RgbImage::from_pixel(a.width(), a.height(), image::Rgb([255, 255, 255]));
             let mut r = vec![Some(a), Some(bimg)];
-            r.resize(cols, None);
+            r.resize(cols, Some(blank));
             panels.push(r);
             row_titles.push(if normalised { src.clone() } else { format!("{src} (raw Z)") });
             eprintln!(
@@ -1110,7 +1124,7 @@ fn run_images(
                 cols.push(Tensor::full([data.attrs.len() as i64], names.len() as i64, (Kind::Int64, Device::Cpu)));
                 names.push(prior_label(Some(*kind)));
             }
-            let net = ConditionalConfig { view: im.views.get(kind).copied().unwrap_or(im.net.view), ..im.net.clone() };
+            let net = kind_net(im, *kind);
             specs.push((kind.name().into(), net, names, Tensor::stack(&cols, 1)));
         }
     }
@@ -1299,12 +1313,22 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
     if !r.images.is_empty() {
         let im = &cfg.images;
         let nets = if im.one_network {
-            format!("one conditional network over the values of {}", kinds_list(im))
+            format!(
+                "one conditional network ({:?} {:?}, view {:?}, FiLM = {}) over the values of {}",
+                im.net.arch,
+                im.net.widths,
+                im.net.view,
+                im.net.film,
+                kinds_list(im)
+            )
         } else {
             let views: Vec<String> = im
                 .kinds
                 .iter()
-                .map(|k| format!("{} (view {:?})", k.name(), im.views.get(k).copied().unwrap_or(im.net.view)))
+                .map(|k| {
+                    let n = kind_net(im, *k);
+                    format!("{} ({:?} {:?}, view {:?}, FiLM = {})", k.name(), n.arch, n.widths, n.view, n.film)
+                })
                 .collect();
             format!("one conditional network per attribute type: {}", views.join(", "))
         };
@@ -1332,7 +1356,7 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
             Start::Noise => format!("{:?}", im.sampling.init),
         };
         s.push_str(&format!(
-            "## Images: {}×{} shapes, held out of training: {:?}\n\n{nets}, {:?} {:?} (FiLM = {}), and a joint-label \
+            "## Images: {}×{} shapes, held out of training: {:?}\n\n{nets}, and a joint-label \
              baseline ({:?} {:?}, view {:?}); each {} updates of batch {}, {training}. Each target is sampled as the \
              composition `{}`. Samples: {} per target, chains start from {start}, then {sampler}; attributes read by \
              the exact detectors (a shape counts when its best template has IoU ≥ {}).\n\n\
@@ -1341,9 +1365,6 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
             im.shapes.image_size,
             im.shapes.image_size,
             im.shapes.held_out,
-            im.net.arch,
-            im.net.widths,
-            im.net.film,
             im.net.arch,
             im.net.widths,
             im.net.view,
