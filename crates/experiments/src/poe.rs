@@ -34,7 +34,7 @@ use ebm_core::energy::conditional::{
 use ebm_core::energy::{Activation, EnergyModel, GaussianMixture, Mlp, MlpConfig};
 use ebm_core::eval::{grid_log_z, GridLogZ, GridSpec};
 use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig};
-use ebm_core::optim::{Adam, AdamConfig};
+use ebm_core::optim::{Adam, AdamConfig, Ema};
 use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
@@ -226,6 +226,9 @@ pub struct ImageSettings {
     pub optim: AdamConfig,
     /// Clip the gradient norm.
     pub grad_clip: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay and use it after training
+    /// (for saving and sampling); `None`: the last weights.
+    pub ema: Option<f64>,
     /// Training objective.
     pub objective: ImageObjective,
     /// Noise levels of DSM training and annealed sampling.
@@ -277,6 +280,7 @@ impl Default for ImageSettings {
             batch_size: 64,
             optim: AdamConfig { lr: 1e-3, betas: [0.0, 0.999], ..Default::default() },
             grad_clip: Some(10.0),
+            ema: None,
             objective: ImageObjective::Dsm,
             noise: NoiseScales::default(),
             cd: ConditionalContrastiveConfig {
@@ -385,6 +389,14 @@ impl PoeConfig {
         if im.enabled {
             im.shapes.validate()?;
             im.net.validate()?;
+            for n in im.nets.values() {
+                n.validate()?;
+            }
+            if let Some(d) = im.ema {
+                if !(0.0..1.0).contains(&d) {
+                    bail!("images.ema: the decay must be in [0, 1), got {d}");
+                }
+            }
             im.cd.validate()?;
             im.optim.validate()?;
             im.sampling.langevin.validate()?;
@@ -874,7 +886,11 @@ fn train_conditional(
     };
     let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut adam = Adam::new(im.optim.clone(), params)?;
+    let mut ema = match im.ema {
+        Some(d) => Some(Ema::new(d, &params)?),
+        None => None,
+    };
+    let mut adam = Adam::new(im.optim.clone(), params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect())?;
     let bar = progress(multi, im.iters as u64, format!("images: model '{name}'"));
     let dir = run_dir.path().join("images").join(slug(name));
     let mut sink = sinks(&dir, &bar)?;
@@ -915,6 +931,9 @@ fn train_conditional(
             adam.clip_grad_norm(gn, c);
         }
         adam.step();
+        if let Some(e) = &mut ema {
+            e.update(&params);
+        }
         if step % im.log_every == 0 || step == im.iters {
             let s = step as u64;
             sink.scalar("train/loss", s, loss)?;
@@ -925,6 +944,10 @@ fn train_conditional(
         }
     }
     let secs = t0.elapsed().as_secs_f64();
+    // the averaged weights are the model from here on (saved, sampled); a loaded model is already averaged
+    if let (Some(e), true) = (&mut ema, iters > 0) {
+        e.swap(&params);
+    }
     let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     Tensor::write_safetensors(&named, &weights).with_context(|| format!("saving {}", weights.display()))?;
     // a look at every label's samples (the replay buffers of contrastive training)
@@ -1189,7 +1212,8 @@ fn run_images(
             let img_b = plot::image_grid_image(&upscale(&xb.narrow(0, 0, xb.size()[0].min(32)), 3), (0.0, 1.0), 8)?;
             tb.add_image(&format!("images/baseline/{}", slug(target)), im.iters as u64, &img_b)?;
             row.push(Some(img_b));
-        } else {
+        } else if baseline.is_some() {
+            // the joint labels cannot express this target
             row.push(None);
         }
         for r in rows.iter().rev().take(2) {
@@ -1209,11 +1233,13 @@ fn run_images(
     let titles: Vec<&str> = row_titles.iter().map(String::as_str).collect();
     let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
     let c0 = format!("composition of the {} EBMs", names.join(" + "));
+    let col_titles: &[&str] =
+        if baseline.is_some() { &[c0.as_str(), "joint-label EBM (baseline)"] } else { &[c0.as_str()] };
     plot::compose_images(
         &figure,
         &panels,
         &titles,
-        &[c0.as_str(), "joint-label EBM (baseline)"],
+        col_titles,
         Some("Generating attribute combinations by composing per-attribute EBMs"),
     )?;
     Ok(ImageOut { rows, figure, train_seconds })
@@ -1424,6 +1450,22 @@ mod tests {
         cfg.images.targets = vec!["triangle & small".into()];
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("unknown name 'small'") && e.contains("images.kinds"), "{e}");
+    }
+
+    #[test]
+    fn per_kind_networks_and_ema_are_checked_and_used() {
+        let mut cfg = PoeConfig::default();
+        cfg.images.ema = Some(1.5);
+        assert!(cfg.validate().unwrap_err().to_string().contains("images.ema"));
+        let mut cfg = PoeConfig::default();
+        cfg.images.nets.insert(AttributeKind::Shape, ConditionalConfig { widths: vec![], ..Default::default() });
+        assert!(cfg.validate().unwrap_err().to_string().contains("widths"));
+        // a kind without its own network gets `net` with its view; one with gets exactly its own
+        let mut im = ImageSettings::default();
+        assert_eq!(kind_net(&im, AttributeKind::Colour), ConditionalConfig { view: View::Pixel, ..im.net.clone() });
+        let own = ConditionalConfig { arch: Arch::Conv, view: View::ChannelSum, ..Default::default() };
+        im.nets.insert(AttributeKind::Shape, own.clone());
+        assert_eq!(kind_net(&im, AttributeKind::Shape), own);
     }
 
     #[test]
