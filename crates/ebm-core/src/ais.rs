@@ -70,7 +70,7 @@ impl AisBase {
         match *self {
             AisBase::Gaussian { mean, std } => {
                 let z = (x - mean) / std;
-                let lp = z.view([b, -1]).square().sum_dim_intlist(1, false, Kind::Float) * -0.5
+                let lp = z.reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Float) * -0.5
                     - d as f64 * (0.5 * LN_2PI + std.ln());
                 (lp, z / -std)
             }
@@ -86,7 +86,7 @@ impl AisBase {
             AisBase::Gaussian { .. } => None,
             AisBase::Uniform { low, high } => {
                 let b = x.size()[0];
-                let v = x.view([b, -1]);
+                let v = x.reshape([b, -1]);
                 Some(v.ge(low).logical_and(&v.le(high)).all_dim(1, false))
             }
         }
@@ -268,7 +268,7 @@ impl Point {
 
 fn sq_norm(t: &Tensor) -> Tensor {
     let b = t.size()[0];
-    t.view([b, -1]).square().sum_dim_intlist(1, false, Kind::Float)
+    t.reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Float)
 }
 
 /// Runs AIS from `cfg.base` to `exp(f)` and returns the `log Z` estimate with its diagnostics.

@@ -83,13 +83,13 @@ pub fn hessian_trace_exact<M: EnergyModel + ?Sized>(m: &M, x: &Tensor, create_gr
     check_input(&m.event_shape(), x, "hessian_trace_exact input x")?;
     let s = score_unchecked(m, x, true);
     let b = x.size()[0];
-    let g = s.grad.view([b, -1]);
+    let g = s.grad.reshape([b, -1]);
     let d = g.size()[1];
     let mut trace = Tensor::zeros([b], (s.f.kind(), x.device()));
     for i in 0..d {
         let gi = g.select(1, i).sum(g.kind());
         let h = Tensor::run_backward(&[gi], &[&s.x], true, create_graph).remove(0);
-        trace += h.view([b, -1]).select(1, i);
+        trace += h.reshape([b, -1]).select(1, i);
     }
     Ok(finish(s, trace, None, create_graph))
 }
@@ -139,7 +139,7 @@ pub fn hessian_trace_hutchinson<M: EnergyModel + ?Sized>(
         let v = probe.draw(&s.grad.detach());
         let gv = (&s.grad * &v).sum(s.grad.kind());
         let hv = Tensor::run_backward(&[gv], &[&s.x], true, create_graph).remove(0);
-        ests.push((hv * &v).view([b, -1]).sum_dim_intlist(1, false, s.grad.kind()));
+        ests.push((hv * &v).reshape([b, -1]).sum_dim_intlist(1, false, s.grad.kind()));
     }
     let stacked = Tensor::stack(&ests, 0);
     let trace = stacked.mean_dim(0, false, stacked.kind());

@@ -66,7 +66,7 @@ pub struct ScoreMatching {
 /// ½‖g‖² per sample.
 fn half_sq_norm(g: &Tensor) -> Tensor {
     let b = g.size()[0];
-    g.view([b, -1]).square().sum_dim_intlist(1, false, g.kind()) * 0.5
+    g.reshape([b, -1]).square().sum_dim_intlist(1, false, g.kind()) * 0.5
 }
 
 impl ScoreMatching {
@@ -98,9 +98,9 @@ impl ScoreMatching {
                 let mut terms = Vec::with_capacity(probes);
                 for _ in 0..probes {
                     let v = probe.draw(&s.grad.detach());
-                    let gv = (&s.grad * &v).view([b, -1]).sum_dim_intlist(1, false, s.grad.kind());
+                    let gv = (&s.grad * &v).reshape([b, -1]).sum_dim_intlist(1, false, s.grad.kind());
                     let hv = Tensor::run_backward(&[gv.sum(gv.kind())], &[&s.x], true, create_graph).remove(0);
-                    let vhv = (hv * &v).view([b, -1]).sum_dim_intlist(1, false, s.grad.kind());
+                    let vhv = (hv * &v).reshape([b, -1]).sum_dim_intlist(1, false, s.grad.kind());
                     terms.push(vhv + gv.square() * 0.5);
                 }
                 let t = Tensor::stack(&terms, 0).mean_dim(0, false, s.grad.kind());
@@ -122,7 +122,7 @@ impl Objective for ScoreMatching {
         let (terms, grad) = self.per_sample(m, batch, true)?;
         let loss = terms.mean(Kind::Float);
         let b = grad.size()[0];
-        let gn = tch::no_grad(|| grad.view([b, -1]).norm_scalaropt_dim(2.0, [1], false).mean(Kind::Double));
+        let gn = tch::no_grad(|| grad.reshape([b, -1]).norm_scalaropt_dim(2.0, [1], false).mean(Kind::Double));
         Ok(LossOutput { loss, metrics: vec![("grad_norm_x", f64::try_from(gn)?)] })
     }
 

@@ -43,7 +43,7 @@ impl Mala {
 
 fn sq_norm(t: &Tensor) -> Tensor {
     let b = t.size()[0];
-    t.view([b, -1]).square().sum_dim_intlist(1, false, t.kind())
+    t.reshape([b, -1]).square().sum_dim_intlist(1, false, t.kind())
 }
 
 impl Sampler for Mala {

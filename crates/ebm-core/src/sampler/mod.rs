@@ -110,7 +110,7 @@ pub(crate) fn check_start(m: &dyn EnergyModel, x0: &Tensor) -> Result<()> {
 /// `‖g‖` per sample, averaged over the batch.
 pub(crate) fn mean_norm(g: &Tensor) -> f64 {
     let b = g.size()[0];
-    f64::try_from(g.view([b, -1]).norm_scalaropt_dim(2.0, [1], false).mean(Kind::Double)).unwrap_or(f64::NAN)
+    f64::try_from(g.reshape([b, -1]).norm_scalaropt_dim(2.0, [1], false).mean(Kind::Double)).unwrap_or(f64::NAN)
 }
 
 /// Mean of a tensor as f64.
