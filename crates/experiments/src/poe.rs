@@ -214,7 +214,7 @@ pub struct ImageSettings {
     /// attribute. The joint baseline always uses `net`.
     pub views: BTreeMap<AttributeKind, View>,
     /// With one network per kind: a kind's whole network, overriding `net` and `views` for that kind (e.g. a
-    /// fully connected denoiser for the shape and a per-pixel one for the colour).
+    /// scalar-output conv energy on the channel sum for the shape).
     pub nets: BTreeMap<AttributeKind, ConditionalConfig>,
     /// The network of every conditional EBM (the baseline too).
     pub net: ConditionalConfig,
