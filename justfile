@@ -15,11 +15,12 @@ setup:
 build: setup
     {{cargo}} build --workspace --release
 
-# Run the test suite (unit, integration and experiment smoke tests). The harness runs tests in parallel
-# threads, so libtorch gets one intra-op thread each (OMP_NUM_THREADS=1): on 2 cores, 2 tests × 2 spinning
-# OpenMP threads made small-tensor tests up to 100× slower.
+# Run the test suite (unit, integration and experiment smoke tests). One test at a time per binary: libtorch's
+# random generator is global to the process, and a test that seeds it while another draws from it changes
+# the other's stream (statistical tests then see repeated draws and fail at random). One libtorch intra-op
+# thread (OMP_NUM_THREADS=1): spinning OpenMP threads on a busy 2-core machine slow small tensors down 20-100×.
 test: setup
-    OMP_NUM_THREADS=1 {{cargo}} test --workspace --release
+    OMP_NUM_THREADS=1 {{cargo}} test --workspace --release -- --test-threads=1
 
 # Format check and clippy with warnings as errors.
 lint: setup
