@@ -178,6 +178,8 @@ impl Default for CdVsSmConfig {
     }
 }
 
+crate::cli::experiment_config!(CdVsSmConfig);
+
 impl CdVsSmConfig {
     /// Shrinks the budget for a smoke run of about a minute (same datasets and methods).
     pub fn make_quick(&mut self) {

@@ -1,7 +1,6 @@
 //! Device, seed and thread selection shared by every binary (`--device`, `--seed`, `--threads`).
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use std::str::FromStr;
 use tch::Device;
 
@@ -81,20 +80,6 @@ impl DeviceArg {
             }
         }
     }
-}
-
-/// Flags shared by every experiment binary.
-#[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Device: auto (CUDA if available), cpu, cuda or cuda:N.
-    #[arg(long)]
-    pub device: Option<DeviceArg>,
-    /// Random seed (libtorch and Rust RNGs).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Number of CPU threads for libtorch (default: libtorch's own choice).
-    #[arg(long)]
-    pub threads: Option<usize>,
 }
 
 /// The resolved run context: device and seed, after threads and seeds were applied.

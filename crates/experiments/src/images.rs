@@ -256,6 +256,8 @@ impl Default for ImagesConfig {
     }
 }
 
+crate::cli::experiment_config!(ImagesConfig);
+
 impl ImagesConfig {
     /// Shrinks everything for a smoke run of a few seconds (same data, method and code paths).
     pub fn make_quick(&mut self) {

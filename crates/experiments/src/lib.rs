@@ -2,9 +2,11 @@
 //! experiments themselves as library modules (so tests can call them).
 
 pub mod cd_vs_sm;
+pub mod cli;
 pub mod config;
 pub mod device;
 pub mod images;
 pub mod poe;
 
-pub use device::{CommonArgs, DeviceArg};
+pub use cli::{CommonArgs, ExperimentConfig, RunSettings};
+pub use device::DeviceArg;

@@ -339,6 +339,8 @@ impl Default for PoeConfig {
     }
 }
 
+crate::cli::experiment_config!(PoeConfig);
+
 impl PoeConfig {
     /// Shrinks the budget for a smoke run well under a minute (same expressions and targets).
     pub fn make_quick(&mut self) {

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig, Outcome, RunOptions};
 use experiments::config;
-use experiments::DeviceArg;
+use experiments::CommonArgs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,31 +26,12 @@ struct Cli {
     /// Parameter updates per method.
     #[arg(long)]
     iters: Option<usize>,
-    /// Device: auto, cpu, cuda, cuda:N.
-    #[arg(long)]
-    device: Option<DeviceArg>,
-    /// Seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// CPU threads for libtorch.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Root folder for runs (default experiments/runs).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Name of the run folder (default: a timestamp).
-    #[arg(long)]
-    run_name: Option<String>,
-    /// A smoke run of about a minute: same datasets and methods, tiny budget.
-    #[arg(long)]
-    quick: bool,
-    /// Override any config field: --set train.optim.lr=3e-4 --set cd.langevin.step_size=0.01
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
     /// Continue an interrupted run from its folder (its config.toml is used; only --device and --threads
     /// may change).
     #[arg(long, value_name = "RUN_FOLDER", conflicts_with_all = ["config", "datasets", "methods", "iters", "seed", "out", "run_name", "quick", "set"])]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> Result<()> {
@@ -59,7 +40,7 @@ fn main() -> Result<()> {
         Some(dir) => Some(dir.join("config.toml")),
         None => cli.config.clone().or_else(default_config_path),
     };
-    let mut cfg: CdVsSmConfig = config::load(path.as_deref(), &cli.set)?;
+    let mut cfg: CdVsSmConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.datasets {
         cfg.datasets = v;
     }
@@ -69,24 +50,7 @@ fn main() -> Result<()> {
     if let Some(v) = cli.iters {
         cfg.train.iters = v;
     }
-    if let Some(v) = cli.device {
-        cfg.device = v;
-    }
-    if let Some(v) = cli.seed {
-        cfg.seed = v;
-    }
-    if let Some(v) = cli.threads {
-        cfg.threads = v;
-    }
-    if let Some(v) = cli.out {
-        cfg.out = v;
-    }
-    if cli.run_name.is_some() {
-        cfg.run_name = cli.run_name;
-    }
-    if cli.quick {
-        cfg.make_quick();
-    }
+    cli.common.apply(&mut cfg);
     // Ctrl-C / SIGTERM: finish the current update, checkpoint, flush, exit non-zero.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

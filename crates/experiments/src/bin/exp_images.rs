@@ -6,7 +6,7 @@ use clap::Parser;
 use ebm_core::data::images::OnBadImage;
 use experiments::config;
 use experiments::images::{default_config_path, run, ImagesConfig};
-use experiments::DeviceArg;
+use experiments::CommonArgs;
 use std::path::PathBuf;
 
 /// Trains a conv EBM on images (replay buffer + Langevin, IGEBM/UvA recipe), logs sample and buffer grids to
@@ -27,40 +27,21 @@ struct Cli {
     /// Parameter updates.
     #[arg(long)]
     iters: Option<usize>,
-    /// Device: auto, cpu, cuda, cuda:N.
-    #[arg(long)]
-    device: Option<DeviceArg>,
-    /// Seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// CPU threads for libtorch.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Root folder for runs (default experiments/runs).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Name of the run folder (default: a timestamp).
-    #[arg(long)]
-    run_name: Option<String>,
     /// Continue from a checkpoint (a run folder or checkpoint folder); with --iters at or below its step it
     /// only samples and evaluates the trained model.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// A smoke run of a few seconds: same data and code paths, tiny budget.
-    #[arg(long)]
-    quick: bool,
     /// Files in an image folder that are not readable images: skip them (with a warning) or stop with an error.
     #[arg(long, value_name = "skip|error")]
     on_bad_image: Option<OnBadImage>,
-    /// Override any config field: --set train.optim.lr=3e-4 --set data.folder.resize=false
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let path = cli.config.clone().or_else(default_config_path);
-    let mut cfg: ImagesConfig = config::load(path.as_deref(), &cli.set)?;
+    let mut cfg: ImagesConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.dataset {
         cfg.data.dataset = v;
     }
@@ -70,30 +51,13 @@ fn main() -> Result<()> {
     if let Some(v) = cli.iters {
         cfg.train.iters = v;
     }
-    if let Some(v) = cli.device {
-        cfg.device = v;
-    }
-    if let Some(v) = cli.seed {
-        cfg.seed = v;
-    }
-    if let Some(v) = cli.threads {
-        cfg.threads = v;
-    }
-    if let Some(v) = cli.out {
-        cfg.out = v;
-    }
-    if cli.run_name.is_some() {
-        cfg.run_name = cli.run_name;
-    }
     if cli.resume.is_some() {
         cfg.resume = cli.resume;
     }
     if let Some(v) = cli.on_bad_image {
         cfg.data.folder.on_bad_image = v;
     }
-    if cli.quick {
-        cfg.make_quick();
-    }
+    cli.common.apply(&mut cfg);
     let (dir, report) = run(&cfg)?;
     eprintln!("ebm-rs: done in {:.1}s; samples in {}", report.total_seconds, report.samples_png.display());
     eprintln!("        results: {}/metrics.json and results.md", dir.display());

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use experiments::config;
 use experiments::poe::{default_config_path, run, PoeConfig};
-use experiments::DeviceArg;
+use experiments::CommonArgs;
 use std::path::PathBuf;
 
 /// Product of experts and friends: one EBM per attribute, combined by expressions such as
@@ -28,33 +28,14 @@ struct Cli {
     /// Skip the image part.
     #[arg(long)]
     no_images: bool,
-    /// Device: auto, cpu, cuda, cuda:N.
-    #[arg(long)]
-    device: Option<DeviceArg>,
-    /// Seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// CPU threads for libtorch.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Root folder for runs (default experiments/runs).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Name of the run folder (default: a timestamp).
-    #[arg(long)]
-    run_name: Option<String>,
-    /// A smoke run well under a minute: same expressions and targets, tiny budget.
-    #[arg(long)]
-    quick: bool,
-    /// Override any config field: --set toy.train.iters=500 --set images.iters=300
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let path = cli.config.clone().or_else(default_config_path);
-    let mut cfg: PoeConfig = config::load(path.as_deref(), &cli.set)?;
+    let mut cfg: PoeConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.expressions {
         cfg.toy.expressions = v.into_iter().map(|s| s.trim().to_string()).collect();
     }
@@ -67,24 +48,7 @@ fn main() -> Result<()> {
     if cli.no_images {
         cfg.images.enabled = false;
     }
-    if let Some(v) = cli.device {
-        cfg.device = v;
-    }
-    if let Some(v) = cli.seed {
-        cfg.seed = v;
-    }
-    if let Some(v) = cli.threads {
-        cfg.threads = v;
-    }
-    if let Some(v) = cli.out {
-        cfg.out = v;
-    }
-    if cli.run_name.is_some() {
-        cfg.run_name = cli.run_name;
-    }
-    if cli.quick {
-        cfg.make_quick();
-    }
+    cli.common.apply(&mut cfg);
     let (dir, res) = run(&cfg)?;
     eprintln!("ebm-rs: exp_poe done in {:.1} s; results in {}", res.total_seconds, dir.display());
     eprintln!("        view the curves and samples with: just tensorboard   (then open http://127.0.0.1:6006)");
