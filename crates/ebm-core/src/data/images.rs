@@ -710,8 +710,14 @@ mod tests {
         let e = load_folder(dir.path(), &FolderOptions::default(), PixelScale::ZeroOne).unwrap_err().to_string();
         assert!(e.contains("no readable image"), "{e}");
         GrayImage::from_pixel(3, 3, Luma([10])).save(dir.path().join("x.png")).unwrap();
+        // JPEG reads too (lossy: a flat grey of 200 comes back within a few levels)
+        GrayImage::from_pixel(3, 3, Luma([200])).save(dir.path().join("y.jpg")).unwrap();
         let out = load_folder(dir.path(), &FolderOptions::default(), PixelScale::ZeroOne).unwrap();
         assert!(out.set.labels.is_none() && out.set.class_names.is_empty());
+        assert!(out.skipped.is_empty(), "{:?}", out.skipped);
+        let means: Vec<f64> =
+            (0..2).map(|i| f64::try_from(out.set.images.get(i).mean(Kind::Double)).unwrap()).collect();
+        assert!((means[0] - 10.0 / 255.0).abs() < 1e-6 && (means[1] - 200.0 / 255.0).abs() < 0.02, "{means:?}");
         let e = load_folder(dir.path().join("x.png"), &FolderOptions::default(), PixelScale::ZeroOne).unwrap_err();
         assert!(e.to_string().contains("not a folder"), "{e}");
     }
