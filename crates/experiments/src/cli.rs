@@ -116,20 +116,12 @@ mod tests {
         run_name: Option<String>,
         quick: bool,
     }
-    impl ExperimentConfig for Cfg {
-        fn run_settings(&mut self) -> RunSettings<'_> {
-            RunSettings {
-                device: &mut self.device,
-                seed: &mut self.seed,
-                threads: &mut self.threads,
-                out: &mut self.out,
-                run_name: &mut self.run_name,
-            }
-        }
+    impl Cfg {
         fn make_quick(&mut self) {
             self.quick = true;
         }
     }
+    experiment_config!(Cfg);
 
     #[derive(Parser)]
     struct Cli {

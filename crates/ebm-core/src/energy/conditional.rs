@@ -637,12 +637,7 @@ impl Default for ConditionalContrastiveConfig {
 impl ConditionalContrastiveConfig {
     /// Checks k, α, the sampler and the buffer.
     pub fn validate(&self) -> Result<()> {
-        if self.k == 0 {
-            return Err(invalid("conditional_contrastive.k", "must be ≥ 1 Langevin step"));
-        }
-        if !(self.alpha >= 0.0) || !self.alpha.is_finite() {
-            return Err(invalid("conditional_contrastive.alpha", format!("must be ≥ 0, got {}", self.alpha)));
-        }
+        crate::objective::contrastive::check_k_and_alpha("conditional_contrastive", self.k, self.alpha)?;
         self.langevin.validate()?;
         self.buffer.validate()
     }

@@ -53,15 +53,22 @@ impl Default for ContrastiveConfig {
     }
 }
 
+/// Checks the chain length `k ≥ 1` and the energy penalty `α ≥ 0` (finite) of a contrastive objective;
+/// errors name `<section>.k` / `<section>.alpha`.
+pub(crate) fn check_k_and_alpha(section: &str, k: usize, alpha: f64) -> Result<()> {
+    if k == 0 {
+        return Err(invalid(&format!("{section}.k"), "must be ≥ 1 Langevin step"));
+    }
+    if !(alpha >= 0.0) || !alpha.is_finite() {
+        return Err(invalid(&format!("{section}.alpha"), format!("must be ≥ 0, got {alpha}")));
+    }
+    Ok(())
+}
+
 impl ContrastiveConfig {
     /// Checks k, α and the sampler.
     pub fn validate(&self) -> Result<()> {
-        if self.k == 0 {
-            return Err(invalid("contrastive.k", "must be ≥ 1 Langevin step"));
-        }
-        if !(self.alpha >= 0.0) || !self.alpha.is_finite() {
-            return Err(invalid("contrastive.alpha", format!("must be ≥ 0, got {}", self.alpha)));
-        }
+        check_k_and_alpha("contrastive", self.k, self.alpha)?;
         self.langevin.validate()?;
         match &self.negatives {
             Negatives::Data => Ok(()),
