@@ -27,9 +27,9 @@ use ebm_core::data::shapes::{joint_label_names, AttributeKind, Detection, ShapeD
 use ebm_core::data::Toy2d;
 use ebm_core::energy::compose::{resample_in_box, BoxRestricted, Composition, Expression, Offset};
 use ebm_core::energy::conditional::{
-    annealed_langevin, named_experts, named_experts_at, AnnealedConfig, Arch, ConditionalConfig,
-    ConditionalContrastive, ConditionalContrastiveConfig, ConditionalDsm, ConditionalEnergyModel, ConditionalNet,
-    Conditioned, ModelAt, NoiseScales, NoisyConditioned, View,
+    annealed_langevin, balance_lit_pixels, lit_share, named_experts, named_experts_at, AnnealedConfig, Arch,
+    ConditionalConfig, ConditionalContrastive, ConditionalContrastiveConfig, ConditionalDsm, ConditionalEnergyModel,
+    ConditionalNet, Conditioned, ModelAt, NoiseScales, NoisyConditioned, View,
 };
 use ebm_core::energy::{Activation, EnergyModel, GaussianMixture, Mlp, MlpConfig};
 use ebm_core::eval::{grid_log_z, GridLogZ, GridSpec};
@@ -226,6 +226,11 @@ pub struct ImageSettings {
     pub optim: AdamConfig,
     /// Clip the gradient norm.
     pub grad_clip: Option<f64>,
+    /// Train experts that see each pixel alone (`view = "pixel"`, the colour) with lit and black pixels
+    /// counted equally ([`balance_lit_pixels`]): the expert then says which colour lit pixels have and not how
+    /// many there are, which is the shape expert's business. Without it the per-pixel expert's mode is the
+    /// all-black image (about four pixels in five are black), and the composition drifts there.
+    pub balance_pixels: bool,
     /// Keep an exponential moving average of the weights with this decay and use it after training
     /// (for saving and sampling); `None`: the last weights.
     pub ema: Option<f64>,
@@ -280,6 +285,7 @@ impl Default for ImageSettings {
             batch_size: 64,
             optim: AdamConfig { lr: 1e-3, betas: [0.0, 0.999], ..Default::default() },
             grad_clip: Some(10.0),
+            balance_pixels: false,
             ema: None,
             objective: ImageObjective::Dsm,
             noise: NoiseScales::default(),
@@ -409,6 +415,10 @@ impl PoeConfig {
             }
             if im.n_train == 0 || im.iters == 0 || im.batch_size == 0 || im.sampling.n == 0 || im.log_every == 0 {
                 bail!("images: n_train, iters, batch_size, sampling.n and log_every must be ≥ 1");
+            }
+            let pixel_expert = !im.one_network && im.kinds.iter().any(|k| kind_net(im, *k).view == View::Pixel);
+            if im.balance_pixels && !pixel_expert {
+                bail!("images.balance_pixels = true, but no expert sees single pixels (view = \"pixel\")");
             }
             let known: Vec<&str> = im.kinds.iter().flat_map(|k| k.values().iter().copied()).collect();
             let with_priors = composition_names(im);
@@ -900,6 +910,14 @@ fn train_conditional(
     let b = im.batch_size as i64;
     let t0 = Instant::now();
     let weights = dir.join("model.safetensors");
+    // lit and black pixels weigh the same for a per-pixel expert trained by DSM
+    let lit = lit_share(images);
+    let balance = im.balance_pixels && net_cfg.view == View::Pixel && matches!(obj, ImageLoss::Dsm(_));
+    if balance && !(lit > 0.0 && lit < 1.0) {
+        bail!(
+            "images.balance_pixels: the training images have a share {lit} of lit pixels; need some lit and some black"
+        );
+    }
     let iters = if let Some(from) = &im.load_from {
         let p = from.join("images").join(slug(name)).join("model.safetensors");
         let saved = Tensor::read_safetensors(&p).with_context(|| format!("loading the image model {}", p.display()))?;
@@ -919,6 +937,7 @@ fn train_conditional(
         let col = Tensor::randint(k, [b, 1], (Kind::Int64, device));
         let (x, y) = (images.index_select(0, &idx), labels.index_select(0, &idx).gather(1, &col, false).squeeze_dim(1));
         let out = match &mut obj {
+            ImageLoss::Dsm(o) if balance => o.loss_weighted(&net, &x, &y, Some(&balance_lit_pixels(&x, lit)?))?,
             ImageLoss::Dsm(o) => o.loss(&net, &x, &y)?,
             ImageLoss::Cd(o) => o.loss(&net, &x, &y)?,
         };
@@ -1468,6 +1487,12 @@ mod tests {
         let own = ConditionalConfig { arch: Arch::Conv, view: View::ChannelSum, ..Default::default() };
         im.nets.insert(AttributeKind::Shape, own.clone());
         assert_eq!(kind_net(&im, AttributeKind::Shape), own);
+        // balancing lit and black pixels needs a per-pixel expert
+        let mut cfg = PoeConfig::default();
+        cfg.images.balance_pixels = true;
+        cfg.validate().unwrap();
+        cfg.images.views.insert(AttributeKind::Colour, View::Full);
+        assert!(cfg.validate().unwrap_err().to_string().contains("images.balance_pixels"));
     }
 
     #[test]
