@@ -153,8 +153,8 @@ impl Default for ImageSampling {
     fn default() -> Self {
         ImageSampling {
             n: 200,
-            steps_per_level: 10,
-            step_ratio: 0.2,
+            steps_per_level: 100,
+            step_ratio: 0.6,
             denoise: true,
             start: Start::Data,
             init: Init::Uniform { low: 0.0, high: 1.0 },
@@ -194,6 +194,16 @@ pub enum ImageObjective {
     Contrastive,
 }
 
+/// A kind's own training budget ([`ImageSettings::kind_training`]); unset fields take the shared values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KindTraining {
+    /// Updates.
+    pub iters: Option<usize>,
+    /// Adam's learning rate.
+    pub lr: Option<f64>,
+}
+
 /// The image part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -218,6 +228,10 @@ pub struct ImageSettings {
     pub nets: BTreeMap<AttributeKind, ConditionalConfig>,
     /// The network of every conditional EBM (the baseline too).
     pub net: ConditionalConfig,
+    /// With one network per kind: a kind's own number of updates and learning rate, overriding `iters` and
+    /// `optim.lr` (e.g. `{ colour = { iters = 5000, lr = 3e-3 } }`: the per-pixel colour expert is cheap and
+    /// needs more and larger steps than the shape expert bears).
+    pub kind_training: BTreeMap<AttributeKind, KindTraining>,
     /// Updates per model.
     pub iters: usize,
     /// Batch size.
@@ -272,21 +286,35 @@ impl Default for ImageSettings {
             kinds: vec![AttributeKind::Shape, AttributeKind::Colour],
             one_network: false,
             views: BTreeMap::from([(AttributeKind::Shape, View::ChannelSum), (AttributeKind::Colour, View::Pixel)]),
-            nets: BTreeMap::new(),
+            nets: BTreeMap::from([(
+                AttributeKind::Colour,
+                ConditionalConfig {
+                    arch: Arch::Unet,
+                    widths: vec![32, 32, 32],
+                    activation: Activation::Silu,
+                    film: true,
+                    noise_conditional: true,
+                    view: View::Pixel,
+                },
+            )]),
+            kind_training: BTreeMap::from([(
+                AttributeKind::Colour,
+                KindTraining { iters: Some(5000), lr: Some(3e-3) },
+            )]),
             net: ConditionalConfig {
-                arch: Arch::Denoiser,
-                widths: vec![16, 32],
+                arch: Arch::Unet,
+                widths: vec![16, 32, 64],
                 activation: Activation::Silu,
                 film: true,
                 noise_conditional: true,
                 view: View::Full,
             },
-            iters: 2000,
+            iters: 4000,
             batch_size: 64,
-            optim: AdamConfig { lr: 1e-3, betas: [0.0, 0.999], ..Default::default() },
+            optim: AdamConfig { lr: 2e-3, betas: [0.9, 0.999], ..Default::default() },
             grad_clip: Some(10.0),
-            balance_pixels: false,
-            ema: None,
+            balance_pixels: true,
+            ema: Some(0.999),
             objective: ImageObjective::Dsm,
             noise: NoiseScales::default(),
             cd: ConditionalContrastiveConfig {
@@ -362,6 +390,9 @@ impl PoeConfig {
         let im = &mut self.images;
         im.n_train = im.n_train.min(500);
         im.iters = im.iters.min(8);
+        for k in im.kind_training.values_mut() {
+            k.iters = k.iters.map(|n| n.min(8));
+        }
         im.batch_size = im.batch_size.min(32);
         im.cd.k = im.cd.k.min(3);
         im.cd.buffer.capacity = im.cd.buffer.capacity.min(100);
@@ -416,6 +447,13 @@ impl PoeConfig {
             if im.n_train == 0 || im.iters == 0 || im.batch_size == 0 || im.sampling.n == 0 || im.log_every == 0 {
                 bail!("images: n_train, iters, batch_size, sampling.n and log_every must be ≥ 1");
             }
+            for kind in im.kind_training.keys() {
+                let (iters, optim) = kind_budget(im, *kind);
+                if iters == 0 {
+                    bail!("images.kind_training.{}.iters must be ≥ 1", kind.name());
+                }
+                optim.validate().map_err(|e| anyhow::anyhow!("images.kind_training.{}: {e}", kind.name()))?;
+            }
             let pixel_expert = !im.one_network && im.kinds.iter().any(|k| kind_net(im, *k).view == View::Pixel);
             if im.balance_pixels && !pixel_expert {
                 bail!("images.balance_pixels = true, but no expert sees single pixels (view = \"pixel\")");
@@ -443,6 +481,12 @@ fn kind_net(im: &ImageSettings, kind: AttributeKind) -> ConditionalConfig {
         view: im.views.get(&kind).copied().unwrap_or(im.net.view),
         ..im.net.clone()
     })
+}
+
+/// A kind's updates and optimiser: `kind_training[kind]` over the shared `iters` and `optim`.
+fn kind_budget(im: &ImageSettings, kind: AttributeKind) -> (usize, AdamConfig) {
+    let own = im.kind_training.get(&kind).cloned().unwrap_or_default();
+    (own.iters.unwrap_or(im.iters), AdamConfig { lr: own.lr.unwrap_or(im.optim.lr), ..im.optim.clone() })
 }
 
 fn kinds_list(im: &ImageSettings) -> String {
@@ -873,9 +917,11 @@ fn annealed(im: &ImageSettings) -> AnnealedConfig {
 
 /// Trains one conditional network. `labels: [N, K]`: each draw of image `i` takes one of its `K` labels at
 /// random (K = 1: its only label).
+#[allow(clippy::too_many_arguments)]
 fn train_conditional(
     cfg: &PoeConfig,
     net_cfg: &ConditionalConfig,
+    (n_iters, optim): (usize, &AdamConfig),
     name: &str,
     labels_names: &[String],
     images: &Tensor,
@@ -902,8 +948,8 @@ fn train_conditional(
         Some(d) => Some(Ema::new(d, &params)?),
         None => None,
     };
-    let mut adam = Adam::new(im.optim.clone(), params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect())?;
-    let bar = progress(multi, im.iters as u64, format!("images: model '{name}'"));
+    let mut adam = Adam::new(optim.clone(), params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect())?;
+    let bar = progress(multi, n_iters as u64, format!("images: model '{name}'"));
     let dir = run_dir.path().join("images").join(slug(name));
     let mut sink = sinks(&dir, &bar)?;
     let (n, k) = (labels.size()[0], labels.size()[1]);
@@ -930,7 +976,7 @@ fn train_conditional(
         }
         0
     } else {
-        im.iters
+        n_iters
     };
     for step in 1..=iters {
         let idx = Tensor::randint(n, [b], (Kind::Int64, device));
@@ -955,7 +1001,7 @@ fn train_conditional(
         if let Some(e) = &mut ema {
             e.update(&params);
         }
-        if step % im.log_every == 0 || step == im.iters {
+        if step % im.log_every == 0 || step == n_iters {
             let s = step as u64;
             sink.scalar("train/loss", s, loss)?;
             for (k, v) in &out.metrics {
@@ -988,7 +1034,7 @@ fn train_conditional(
     };
     let img =
         plot::image_grid(&dir.join("samples.png"), &upscale(&Tensor::cat(&shows, 0), 3), (0.0, 1.0), per as usize)?;
-    sink.image("samples (one row per label)", im.iters as u64, &img)?;
+    sink.image("samples (one row per label)", n_iters as u64, &img)?;
     sink.flush()?;
     bar.finish();
     Ok((CondModel { name: name.to_string(), _vs: vs, net }, secs))
@@ -1147,7 +1193,8 @@ fn run_images(
     let mut models = Vec::new();
     let mut train_seconds = Vec::new();
     // (name, network, label names, labels [N, K]) of each attribute network
-    let mut specs: Vec<(String, ConditionalConfig, Vec<String>, Tensor)> = Vec::new();
+    let mut specs: Vec<(String, ConditionalConfig, (usize, AdamConfig), Vec<String>, Tensor)> = Vec::new();
+    let shared = (im.iters, im.optim.clone());
     if im.one_network {
         let mut names = Vec::new();
         let mut cols = Vec::new();
@@ -1159,7 +1206,7 @@ fn run_images(
             cols.push(Tensor::full([data.attrs.len() as i64], names.len() as i64, (Kind::Int64, Device::Cpu)));
             names.push(prior_label(None));
         }
-        specs.push(("attributes".into(), im.net.clone(), names, Tensor::stack(&cols, 1)));
+        specs.push(("attributes".into(), im.net.clone(), shared.clone(), names, Tensor::stack(&cols, 1)));
     } else {
         for kind in &im.kinds {
             let mut names: Vec<String> = kind.values().iter().map(|s| s.to_string()).collect();
@@ -1169,12 +1216,22 @@ fn run_images(
                 names.push(prior_label(Some(*kind)));
             }
             let net = kind_net(im, *kind);
-            specs.push((kind.name().into(), net, names, Tensor::stack(&cols, 1)));
+            specs.push((kind.name().into(), net, kind_budget(im, *kind), names, Tensor::stack(&cols, 1)));
         }
     }
-    for (name, net, names, labels) in &specs {
-        let (m, secs) =
-            train_conditional(cfg, net, name, names, &images, &labels.to_device(device), device, run_dir, multi)?;
+    for (name, net, (iters, optim), names, labels) in &specs {
+        let (m, secs) = train_conditional(
+            cfg,
+            net,
+            (*iters, optim),
+            name,
+            names,
+            &images,
+            &labels.to_device(device),
+            device,
+            run_dir,
+            multi,
+        )?;
         train_seconds.push((name.clone(), secs));
         models.push(m);
     }
@@ -1183,6 +1240,7 @@ fn run_images(
         let (m, secs) = train_conditional(
             cfg,
             &im.net,
+            (im.iters, &im.optim),
             "joint",
             &joint_names,
             &images,
@@ -1374,7 +1432,16 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
                 .iter()
                 .map(|k| {
                     let n = kind_net(im, *k);
-                    format!("{} ({:?} {:?}, view {:?}, FiLM = {})", k.name(), n.arch, n.widths, n.view, n.film)
+                    let (iters, optim) = kind_budget(im, *k);
+                    format!(
+                        "{} ({:?} {:?}, view {:?}, FiLM = {}, {iters} updates at lr {})",
+                        k.name(),
+                        n.arch,
+                        n.widths,
+                        n.view,
+                        n.film,
+                        optim.lr
+                    )
                 })
                 .collect();
             format!("one conditional network per attribute type: {}", views.join(", "))
@@ -1404,7 +1471,7 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
         };
         s.push_str(&format!(
             "## Images: {}×{} shapes, held out of training: {:?}\n\n{nets}, and a joint-label \
-             baseline ({:?} {:?}, view {:?}); each {} updates of batch {}, {training}. Each target is sampled as the \
+             baseline ({:?} {:?}, view {:?}, {} updates at lr {}); batches of {}, {training}. Each target is sampled as the \
              composition `{}`. Samples: {} per target, chains start from {start}, then {sampler}; attributes read by \
              the exact detectors (a shape counts when its best template has IoU ≥ {}).\n\n\
              | target | held out | method | per attribute | all requested | at the start | chance | mean IoU | empty |\n\
@@ -1416,6 +1483,7 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
             im.net.widths,
             im.net.view,
             im.iters,
+            im.optim.lr,
             im.batch_size,
             im.composition,
             im.sampling.n,
@@ -1482,15 +1550,26 @@ mod tests {
         cfg.images.nets.insert(AttributeKind::Shape, ConditionalConfig { widths: vec![], ..Default::default() });
         assert!(cfg.validate().unwrap_err().to_string().contains("widths"));
         // a kind without its own network gets `net` with its view; one with gets exactly its own
-        let mut im = ImageSettings::default();
+        let mut im = ImageSettings { nets: BTreeMap::new(), ..ImageSettings::default() };
         assert_eq!(kind_net(&im, AttributeKind::Colour), ConditionalConfig { view: View::Pixel, ..im.net.clone() });
         let own = ConditionalConfig { arch: Arch::Conv, view: View::ChannelSum, ..Default::default() };
         im.nets.insert(AttributeKind::Shape, own.clone());
         assert_eq!(kind_net(&im, AttributeKind::Shape), own);
+        // a kind's own budget overrides the shared one, field by field, and is checked
+        im.kind_training.insert(AttributeKind::Colour, KindTraining { iters: Some(5000), lr: None });
+        assert_eq!(kind_budget(&im, AttributeKind::Colour), (5000, im.optim.clone()));
+        assert_eq!(kind_budget(&im, AttributeKind::Shape), (im.iters, im.optim.clone()));
+        let mut cfg = PoeConfig::default();
+        cfg.images.kind_training.insert(AttributeKind::Shape, KindTraining { iters: None, lr: Some(-1.0) });
+        assert!(cfg.validate().unwrap_err().to_string().contains("images.kind_training.shape"));
+        let mut cfg = PoeConfig::default();
+        cfg.images.kind_training.insert(AttributeKind::Colour, KindTraining { iters: Some(0), lr: None });
+        assert!(cfg.validate().unwrap_err().to_string().contains("images.kind_training.colour.iters"));
         // balancing lit and black pixels needs a per-pixel expert
         let mut cfg = PoeConfig::default();
         cfg.images.balance_pixels = true;
         cfg.validate().unwrap();
+        cfg.images.nets.clear();
         cfg.images.views.insert(AttributeKind::Colour, View::Full);
         assert!(cfg.validate().unwrap_err().to_string().contains("images.balance_pixels"));
     }
