@@ -1193,7 +1193,9 @@ fn run_images(
     let mut models = Vec::new();
     let mut train_seconds = Vec::new();
     // (name, network, label names, labels [N, K]) of each attribute network
-    let mut specs: Vec<(String, ConditionalConfig, (usize, AdamConfig), Vec<String>, Tensor)> = Vec::new();
+    // (model name, network, (updates, optimiser), label names, labels [N, K])
+    type Spec = (String, ConditionalConfig, (usize, AdamConfig), Vec<String>, Tensor);
+    let mut specs: Vec<Spec> = Vec::new();
     let shared = (im.iters, im.optim.clone());
     if im.one_network {
         let mut names = Vec::new();
