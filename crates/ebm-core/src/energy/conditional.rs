@@ -1023,8 +1023,9 @@ pub struct AnnealedConfig {
     pub step_ratio: f64,
     /// Finish with one denoising step `x + σ_L² ∇f_{σ_L}(x)` (Tweedie's formula at the smallest level).
     pub denoise: bool,
-    /// Clamp the final states to `[low, high]` (the chain itself runs unclamped: at large σ the blurred data
-    /// lies far outside the data range).
+    /// Clamp the final states to `[low, high]`. At level σ the chain itself is only kept within
+    /// `[low - 3σ, high + 3σ]` (the blurred data reaches beyond the data range), so that a learned energy that
+    /// is too steep somewhere cannot throw a chain to infinity.
     pub clamp: Option<[f64; 2]>,
 }
 
@@ -1081,6 +1082,9 @@ pub fn annealed_langevin(model_at: &ModelAt<'_>, x0: &Tensor, cfg: &AnnealedConf
         for _ in 0..cfg.steps_per_level {
             let g = crate::autograd::score(&m, &x, false)?.grad;
             x = tch::no_grad(|| &x + g * alpha + x.randn_like() * (2.0 * alpha).sqrt());
+            if let Some([lo, hi]) = cfg.clamp {
+                x = x.clamp(lo - 3.0 * sigma, hi + 3.0 * sigma);
+            }
         }
         if cfg.denoise && i + 1 == sigmas.len() {
             let g = crate::autograd::score(&m, &x, false)?.grad;
