@@ -1454,4 +1454,36 @@ mod tests {
         assert!(balance_lit_pixels(&x, 0.0).unwrap_err().to_string().contains("(0, 1)"));
         assert!(balance_lit_pixels(&x.view([n, 1]), 0.2).unwrap_err().to_string().contains("[B, C, H, W]"));
     }
+
+    /// `f = 10³ Σ x⁴`: its score `4·10³ x³` throws any chain outwards, faster and faster.
+    struct Steep;
+    impl EnergyModel for Steep {
+        fn f(&self, x: &Tensor) -> Tensor {
+            x.pow_tensor_scalar(4).sum_dim_intlist(1, false, x.kind()) * 1e3
+        }
+        fn event_shape(&self) -> Vec<i64> {
+            vec![2]
+        }
+    }
+
+    #[test]
+    fn annealed_langevin_keeps_chains_near_the_clamp_range() {
+        tch::manual_seed(10);
+        let mut cfg = AnnealedConfig {
+            scales: NoiseScales { sigma_max: 1.0, sigma_min: 0.1, levels: 3 },
+            steps_per_level: 20,
+            step_ratio: 0.5,
+            denoise: false,
+            clamp: Some([0.0, 1.0]),
+        };
+        let at = |_: f64| -> Result<Box<dyn EnergyModel + '_>> { Ok(Box::new(Steep)) };
+        let x0 = Tensor::rand([64, 2], (Kind::Float, Device::Cpu));
+        let x = annealed_langevin(&at, &x0, &cfg).unwrap();
+        assert!(bool::try_from(x.isfinite().all()).unwrap());
+        assert!(bool::try_from(x.ge(0.0).logical_and(&x.le(1.0)).all()).unwrap());
+        // without a range the same chains leave every finite number behind, which is an error
+        cfg.clamp = None;
+        let e = annealed_langevin(&at, &x0, &cfg).unwrap_err().to_string();
+        assert!(e.contains("non-finite"), "{e}");
+    }
 }
