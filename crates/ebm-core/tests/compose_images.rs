@@ -98,8 +98,8 @@ fn exact_per_attribute_experts_compose_to_the_held_out_blue_triangle() {
     let expr = Expression::parse("triangle & blue").unwrap();
     // the colour expert with the data's lit share, and balanced (lit and black equally likely, what
     // `balance_lit_pixels` trains a per-pixel expert towards): both must give blue triangles
-    for (on, name) in [(on, "data's lit share"), (0.5, "balanced")] {
-        compose_and_check(&data, &expr, &views, &log_w, on, name);
+    for (on, name, min) in [(on, "data's lit share", 0.8), (0.5, "balanced", 0.7)] {
+        compose_and_check(&data, &expr, &views, &log_w, on, name, min);
     }
 }
 
@@ -110,6 +110,7 @@ fn compose_and_check(
     log_w: &Tensor,
     on: f64,
     name: &str,
+    min: f64,
 ) {
     let cfg = ShapesConfig { max_offset: Some(2), ..Default::default() };
     let s = cfg.image_size;
@@ -156,5 +157,5 @@ fn compose_and_check(
     // one, so some samples keep specks outside the triangle and its IoU drops below ½). In probes, 30 steps per level gave 0.385 and 10 steps at
     // 0.2σ² 0.015: the shape expert sees noise of variance 3σ² through the channel sum, so it needs long chains
     // and the larger step to mix.
-    assert!(both > 0.7, "colour expert with {name}: triangle & blue {both} (triangle {tri}, blue {blu})");
+    assert!(both > min, "colour expert with {name}: triangle & blue {both} (triangle {tri}, blue {blu})");
 }
