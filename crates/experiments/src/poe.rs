@@ -456,7 +456,7 @@ impl PoeConfig {
             }
             let pixel_expert = !im.one_network && im.kinds.iter().any(|k| kind_net(im, *k).view == View::Pixel);
             if im.balance_pixels && !pixel_expert {
-                bail!("images.balance_pixels = true, but no expert sees single pixels (view = \"pixel\")");
+                bail!("images.balance_pixels = true, but no expert sees single pixels (view = \"pixel\"); set it to false");
             }
             let known: Vec<&str> = im.kinds.iter().flat_map(|k| k.values().iter().copied()).collect();
             let with_priors = composition_names(im);
