@@ -957,8 +957,8 @@ fn train_conditional(
     let t0 = Instant::now();
     let weights = dir.join("model.safetensors");
     // lit and black pixels weigh the same for a per-pixel expert trained by DSM
-    let lit = lit_share(images);
     let balance = im.balance_pixels && net_cfg.view == View::Pixel && matches!(obj, ImageLoss::Dsm(_));
+    let lit = if balance { lit_share(images) } else { f64::NAN };
     if balance && !(lit > 0.0 && lit < 1.0) {
         bail!(
             "images.balance_pixels: the training images have a share {lit} of lit pixels; need some lit and some black"

@@ -381,6 +381,15 @@ fn shape_mask(shape: Shape, h: i64, cx: i64, cy: i64, s: i64) -> Vec<bool> {
     m
 }
 
+/// The foreground of images, where the brightest channel exceeds ½ (what the [`ShapeDetector`] reads and what
+/// [`crate::energy::conditional::balance_lit_pixels`] counts as lit).
+///
+/// # Shapes
+/// `x: [B, C, H, W]` → bool `[B, 1, H, W]`.
+pub fn foreground(x: &Tensor) -> Tensor {
+    x.amax([1], true).gt(0.5)
+}
+
 /// What the detector reads from one image. Every attribute is `None` when the image has no foreground;
 /// shape, size and position are `None` when no template matches well enough (see
 /// [`ShapeDetector::with_min_iou`]).
@@ -487,7 +496,7 @@ impl ShapeDetector {
         crate::energy::check_input(&[3, s, s], images, "shapes detector images")?;
         let x = images.detach().to_device(Device::Cpu).to_kind(Kind::Float);
         let n = x.size()[0];
-        let fg = x.amax([1], false).gt(0.5).to_kind(Kind::Float).view([n, s * s]);
+        let fg = foreground(&x).to_kind(Kind::Float).view([n, s * s]);
         let count = fg.sum_dim_intlist(1, false, Kind::Float);
         let inter = fg.matmul(&self.templates.transpose(0, 1));
         let area = self.templates.sum_dim_intlist(1, false, Kind::Float);

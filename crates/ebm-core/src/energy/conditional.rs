@@ -13,6 +13,7 @@
 //! One model per attribute value needs none of this: plain [`EnergyModel`]s compose directly.
 
 use super::{check_input, Activation, EnergyModel, FrozenParams};
+use crate::data::shapes::foreground;
 use crate::error::{invalid, Result};
 use crate::objective::LossOutput;
 use crate::sampler::{BufferConfig, Langevin, LangevinConfig, ReplayBuffer, StepDiag};
@@ -1002,13 +1003,13 @@ pub fn balance_lit_pixels(x: &Tensor, lit_share: f64) -> Result<Tensor> {
     if !(lit_share > 0.0 && lit_share < 1.0) {
         return Err(invalid("balance_lit_pixels", format!("lit share must be in (0, 1), got {lit_share}")));
     }
-    let lit = x.amax([1], true).gt(0.5).to_kind(x.kind());
+    let lit = foreground(x).to_kind(x.kind());
     Ok(&lit * (0.5 / lit_share) + (1.0 - &lit) * (0.5 / (1.0 - lit_share)))
 }
 
 /// The share of lit pixels (brightest channel above ½) in images `[N, C, H, W]`.
 pub fn lit_share(x: &Tensor) -> f64 {
-    f64::try_from(x.amax([1], true).gt(0.5).to_kind(Kind::Double).mean(Kind::Double)).unwrap_or(f64::NAN)
+    f64::try_from(foreground(x).to_kind(Kind::Double).mean(Kind::Double)).unwrap_or(f64::NAN)
 }
 
 /// Annealed Langevin dynamics (NCSN) for a model read as `f_σ = f / σ`.
