@@ -23,7 +23,7 @@ use crate::cd_vs_sm::{grid_mode_weights, CdSettings};
 use crate::config;
 use crate::device::{init, DeviceArg};
 use anyhow::{bail, Context, Result};
-use ebm_core::data::shapes::{joint_label_names, AttributeKind, Detection, ShapeDetector, ShapesConfig};
+use ebm_core::data::shapes::{joint_label_names, AttributeKind, Detection, ShapeDetector, ShapesConfig, ShapesData};
 use ebm_core::data::Toy2d;
 use ebm_core::energy::compose::{resample_in_box, BoxRestricted, Composition, Expression, Offset};
 use ebm_core::energy::conditional::{
@@ -31,7 +31,7 @@ use ebm_core::energy::conditional::{
     ConditionalConfig, ConditionalContrastive, ConditionalContrastiveConfig, ConditionalDsm, ConditionalEnergyModel,
     ConditionalNet, Conditioned, ModelAt, NoiseScales, NoisyConditioned, View,
 };
-use ebm_core::energy::{Activation, EnergyModel, GaussianMixture, Mlp, MlpConfig};
+use ebm_core::energy::{Activation, EmpiricalChannelSum, EnergyModel, GaussianMixture, Mlp, MlpConfig, PixelMixture};
 use ebm_core::eval::{grid_log_z, GridLogZ, GridSpec};
 use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig};
 use ebm_core::optim::{Adam, AdamConfig, Ema};
@@ -275,6 +275,11 @@ pub struct ImageSettings {
     /// Skip training and load the image models saved by an earlier run of the same settings (its run folder,
     /// holding `images/<model>/model.safetensors`), e.g. to try other sampler settings.
     pub load_from: Option<PathBuf>,
+    /// Kinds whose experts in the compositions are the exact noisy densities of the training data
+    /// (`ebm_core::energy::empirical`) instead of trained networks, to tell which expert limits a
+    /// composition: the shape's sees the channel sum, the colour's each pixel (lit with probability ½ when
+    /// `balance_pixels`, else with the share of lit pixels in that colour's images). These kinds are not trained.
+    pub exact_experts: Vec<AttributeKind>,
 }
 
 impl Default for ImageSettings {
@@ -309,7 +314,7 @@ impl Default for ImageSettings {
                 noise_conditional: true,
                 view: View::Full,
             },
-            iters: 4000,
+            iters: 12_000,
             batch_size: 64,
             optim: AdamConfig { lr: 2e-3, betas: [0.9, 0.999], ..Default::default() },
             grad_clip: Some(10.0),
@@ -334,6 +339,7 @@ impl Default for ImageSettings {
             min_iou: 0.5,
             log_every: 10,
             load_from: None,
+            exact_experts: Vec::new(),
         }
     }
 }
@@ -453,6 +459,14 @@ impl PoeConfig {
                     bail!("images.kind_training.{}.iters must be ≥ 1", kind.name());
                 }
                 optim.validate().map_err(|e| anyhow::anyhow!("images.kind_training.{}: {e}", kind.name()))?;
+            }
+            for k in &im.exact_experts {
+                if !im.kinds.contains(k) || im.one_network || im.objective != ImageObjective::Dsm || uses_priors(im) {
+                    bail!(
+                        "images.exact_experts: {} must be one of images.kinds, with one network per kind, objective = \"dsm\" and no prior labels (any_…) in images.composition",
+                        k.name()
+                    );
+                }
             }
             let pixel_expert = !im.one_network && im.kinds.iter().any(|k| kind_net(im, *k).view == View::Pixel);
             if im.balance_pixels && !pixel_expert {
@@ -1069,13 +1083,57 @@ fn sample_images(
     Ok((x0, x))
 }
 
-/// The composition of `expr` over every label of `models`, at noise level σ (σ = 0: the clean models).
+/// The exact noisy experts of `images.exact_experts`, one per value of those kinds.
+enum ExactExpert {
+    /// The channel sums of the training images with that value.
+    Shape(EmpiricalChannelSum),
+    /// Each pixel black or of the colour (one value per channel), lit with probability `on`, on images of
+    /// shape `[C, H, W]`.
+    Colour(Vec<f64>, f64, Vec<i64>),
+}
+
+fn exact_experts(im: &ImageSettings, data: &ShapesData) -> Result<Vec<(String, ExactExpert)>> {
+    let mut out = Vec::new();
+    for kind in &im.exact_experts {
+        let labels = data.labels(*kind);
+        for (i, value) in kind.values().iter().enumerate() {
+            let rows = labels.eq(i as i64).nonzero().squeeze_dim(1);
+            if rows.size()[0] == 0 {
+                bail!("images.exact_experts: no training image is '{value}'");
+            }
+            let of_value = data.images.index_select(0, &rows);
+            let expert = match kind {
+                AttributeKind::Shape => ExactExpert::Shape(EmpiricalChannelSum::new(&of_value, 1.0)?),
+                AttributeKind::Colour => {
+                    // red, green and blue are channels 0, 1 and 2
+                    let colour: Vec<f64> = (0..3).map(|c| if c == i { 1.0 } else { 0.0 }).collect();
+                    let on = if im.balance_pixels { 0.5 } else { lit_share(&of_value) };
+                    ExactExpert::Colour(colour, on, data.images.size()[1..].to_vec())
+                }
+                other => bail!("images.exact_experts: no exact expert for {}", other.name()),
+            };
+            out.push((value.to_string(), expert));
+        }
+    }
+    Ok(out)
+}
+
+/// The composition of `expr` over every label of `models` and the exact experts, at noise level σ (σ = 0:
+/// the clean models).
 fn composed_at<'a>(
     models: &'a [CondModel],
+    exact: &'a [(String, ExactExpert)],
     expr: &Expression,
     sigma: f64,
 ) -> ebm_core::Result<Box<dyn EnergyModel + 'a>> {
-    let mut experts = Vec::new();
+    let mut experts: Vec<(String, Box<dyn EnergyModel + 'a>)> = Vec::new();
+    for (name, e) in exact {
+        let expert: Box<dyn EnergyModel + 'a> = match e {
+            ExactExpert::Shape(s) => Box::new(s.at(sigma)?),
+            ExactExpert::Colour(c, on, event) => Box::new(PixelMixture::new(c, *on, sigma, event)?),
+        };
+        experts.push((name.clone(), expert));
+    }
     for m in models {
         if sigma > 0.0 {
             experts.extend(named_experts_at(&m.net, sigma)?);
@@ -1210,7 +1268,7 @@ fn run_images(
         }
         specs.push(("attributes".into(), im.net.clone(), shared.clone(), names, Tensor::stack(&cols, 1)));
     } else {
-        for kind in &im.kinds {
+        for kind in im.kinds.iter().filter(|k| !im.exact_experts.contains(k)) {
             let mut names: Vec<String> = kind.values().iter().map(|s| s.to_string()).collect();
             let mut cols = vec![data.labels(*kind)];
             if uses_priors(im) {
@@ -1237,6 +1295,7 @@ fn run_images(
         train_seconds.push((name.clone(), secs));
         models.push(m);
     }
+    let exact = exact_experts(im, &data)?;
     let joint_names = joint_label_names(&im.kinds);
     let baseline = if im.baseline {
         let (m, secs) = train_conditional(
@@ -1268,7 +1327,7 @@ fn run_images(
         let held_out = !data.attrs.iter().any(|a| expr.satisfied_by(&|n| a.has(n)));
         tch::manual_seed(cfg.seed.wrapping_add(31 + ti as u64) as i64);
         let (x0, xs) =
-            sample_images(&|sigma| composed_at(&models, &comp_expr, sigma), im, &im.sampling, &images, device)?;
+            sample_images(&|sigma| composed_at(&models, &exact, &comp_expr, sigma), im, &im.sampling, &images, device)?;
         let start_share = share_satisfying(&detector.detect(&x0)?, &expr);
         rows.push(score_images(target, held_out, "composition", &expr, &detector.detect(&xs)?, &im.kinds, start_share));
         let show = xs.narrow(0, 0, xs.size()[0].min(32));
@@ -1312,7 +1371,8 @@ fn run_images(
     }
     let figure = run_dir.figure_path("poe_images.png");
     let titles: Vec<&str> = row_titles.iter().map(String::as_str).collect();
-    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let mut names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    names.extend(im.exact_experts.iter().map(|k| format!("exact {}", k.name())));
     let c0 = format!("composition of the {} EBMs", names.join(" + "));
     let col_titles: &[&str] =
         if baseline.is_some() { &[c0.as_str(), "joint-label EBM (baseline)"] } else { &[c0.as_str()] };
@@ -1446,7 +1506,16 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
                     )
                 })
                 .collect();
-            format!("one conditional network per attribute type: {}", views.join(", "))
+            let exact = if im.exact_experts.is_empty() {
+                String::new()
+            } else {
+                let kinds: Vec<&str> = im.exact_experts.iter().map(|k| k.name()).collect();
+                format!(
+                    " (the {} experts are the exact noisy densities of the training data, not trained)",
+                    kinds.join(", ")
+                )
+            };
+            format!("one conditional network per attribute type: {}{exact}", views.join(", "))
         };
         let training = match im.objective {
             ImageObjective::Dsm => format!(
@@ -1471,9 +1540,16 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
             Start::Data => "random training images".to_string(),
             Start::Noise => format!("{:?}", im.sampling.init),
         };
+        let baseline = if im.baseline {
+            format!(
+                ", and a joint-label baseline ({:?} {:?}, view {:?}, {} updates at lr {})",
+                im.net.arch, im.net.widths, im.net.view, im.iters, im.optim.lr
+            )
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "## Images: {}×{} shapes, held out of training: {:?}\n\n{nets}, and a joint-label \
-             baseline ({:?} {:?}, view {:?}, {} updates at lr {}); batches of {}, {training}. Each target is sampled as the \
+            "## Images: {}×{} shapes, held out of training: {:?}\n\n{nets}{baseline}; batches of {}, {training}. Each target is sampled as the \
              composition `{}`. Samples: {} per target, chains start from {start}, then {sampler}; attributes read by \
              the exact detectors (a shape counts when its best template has IoU ≥ {}).\n\n\
              | target | held out | method | per attribute | all requested | at the start | chance | mean IoU | empty |\n\
@@ -1481,11 +1557,6 @@ pub fn markdown(cfg: &PoeConfig, r: &PoeResults) -> String {
             im.shapes.image_size,
             im.shapes.image_size,
             im.shapes.held_out,
-            im.net.arch,
-            im.net.widths,
-            im.net.view,
-            im.iters,
-            im.optim.lr,
             im.batch_size,
             im.composition,
             im.sampling.n,
@@ -1574,6 +1645,43 @@ mod tests {
         cfg.images.nets.clear();
         cfg.images.views.insert(AttributeKind::Colour, View::Full);
         assert!(cfg.validate().unwrap_err().to_string().contains("images.balance_pixels"));
+    }
+
+    #[test]
+    fn exact_experts_need_a_listed_kind_one_network_per_kind_and_dsm() {
+        let mut cfg = PoeConfig::default();
+        cfg.images.exact_experts = vec![AttributeKind::Shape];
+        cfg.validate().unwrap();
+        cfg.images.kinds = vec![AttributeKind::Colour];
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("images.exact_experts: shape must be one of images.kinds"), "{e}");
+        let mut cfg = PoeConfig::default();
+        cfg.images.exact_experts = vec![AttributeKind::Colour];
+        cfg.images.objective = ImageObjective::Contrastive;
+        assert!(cfg.validate().unwrap_err().to_string().contains("images.exact_experts: colour"));
+        // one expert per value: the shape's see the channel sums of that shape's images, the colour's each pixel
+        let im = ImageSettings {
+            exact_experts: vec![AttributeKind::Shape, AttributeKind::Colour],
+            ..ImageSettings::default()
+        };
+        let data = im.shapes.generate(300, 0).unwrap();
+        let exact = exact_experts(&im, &data).unwrap();
+        let names: Vec<&str> = exact.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["circle", "square", "triangle", "red", "green", "blue"]);
+        assert!(matches!(&exact[5].1, ExactExpert::Colour(c, on, _) if *c == [0.0, 0.0, 1.0] && *on == 0.5));
+        // the composition of the exact experts rates a blue triangle of the data above a red one and a blue circle
+        let expr = Expression::parse("triangle & blue").unwrap();
+        let f = composed_at(&[], &exact, &expr, 0.1).unwrap();
+        let pick = |shape: &str, colour: &str| {
+            let i = data.attrs.iter().position(|a| a.has(shape) && a.has(colour)).unwrap();
+            data.images.narrow(0, i as i64, 1)
+        };
+        let tri_red = pick("triangle", "red");
+        // a blue triangle: the red triangle's pixels moved to the blue channel (blue triangles are held out)
+        let tri_blue = Tensor::cat(&[tri_red.narrow(1, 1, 2), tri_red.narrow(1, 0, 1)], 1);
+        let circle_blue = pick("circle", "blue");
+        let fv = |x: &Tensor| f64::try_from(f.f(x)).unwrap();
+        assert!(fv(&tri_blue) > fv(&tri_red) + 10.0 && fv(&tri_blue) > fv(&circle_blue) + 10.0);
     }
 
     #[test]

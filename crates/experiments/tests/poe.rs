@@ -81,3 +81,23 @@ fn bad_expressions_fail_with_the_position_and_the_known_names() {
     // nothing was written for a rejected config
     assert!(!out.path().join("exp_poe").exists());
 }
+
+#[test]
+fn exact_experts_replace_the_trained_ones_and_are_not_trained() {
+    let out = tempfile::tempdir().unwrap();
+    let res = exp_poe()
+        .args(["--quick", "--no-2d", "--device", "cpu", "--threads", "1", "--run-name", "exact", "--out"])
+        .arg(out.path())
+        .args(["--set", r#"images.exact_experts=["shape"]"#, "--set", "images.baseline=false"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "exp_poe with an exact shape expert failed:\n{stderr}");
+    let run = out.path().join("exp_poe").join("exact");
+    assert!(run.join("images/colour/model.safetensors").is_file());
+    assert!(!run.join("images/shape").exists(), "the exact shape expert was trained");
+    let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+    assert!(md.contains("the shape experts are the exact noisy densities of the training data"), "{md}");
+    assert!(md.contains("| `triangle & blue` | yes | composition |"), "{md}");
+    assert!(!md.contains("joint-label baseline") && !md.contains("joint baseline"), "no baseline was asked for:\n{md}");
+}

@@ -265,12 +265,15 @@ pub enum Arch {
     /// `-‖x - D‖²/2σ²` whose score is Tweedie's `(D - x)/σ²` up to a Jacobian term — the form that suits
     /// noise-conditional DSM ([`ConditionalDsm`]); use it with `noise_conditional = true`.
     Denoiser,
-    /// A U-Net denoiser energy `f = -‖v - D‖² / 2 max(σ, 10⁻³)` on `[C, H, W]` inputs (`widths = [w0, w1, w2]`:
-    /// two 3×3 layers at full resolution, one stride-2 layer and one 3×3 layer at ½, the same at ¼, then
+    /// A U-Net denoiser energy `f = -‖v - D‖² / 2 max(σ, 10⁻³)` (over `C` for the channel sum, see below) on
+    /// `[C, H, W]` inputs (`widths = [w0, w1, w2]`: two 3×3 layers at full resolution, one stride-2 layer
+    /// and one 3×3 layer at ½, the same at ¼, then
     /// nearest upsampling with skip connections back to full resolution), so that every output pixel sees the
     /// whole of a small image. `D` is preconditioned as in EDM (Karras et al. 2022) with `σ_d = ½`:
     /// `D = c_skip v + c_out F(c_in v, ln σ)`, `c_skip = σ_d²/(σ²+σ_d²)`, `c_out = σσ_d/√(σ²+σ_d²)`,
-    /// `c_in = 1/√(σ²+σ_d²)`; every layer's FiLM also takes Fourier features of `ln σ`. With
+    /// `c_in = 1/√(σ²+σ_d²)`; every layer's FiLM also takes Fourier features of `ln σ`. σ here is the noise
+    /// level of the view: noise σ on each of `C` channels is noise `√C·σ` on their sum ([`View::ChannelSum`]), so
+    /// that view is preconditioned at `√C·σ` and `f = -‖v - D‖²/2Cσ`, whose `f/σ` has Tweedie's score. With
     /// [`View::Pixel`], the same preconditioning around three 1×1 layers of widths `w0, w1, w2` (a per-pixel
     /// MLP). Needs `noise_conditional = true`.
     Unet,
@@ -667,7 +670,12 @@ impl ConditionalNet {
         const SIGMA_DATA: f64 = 0.5;
         let sz = v.size();
         let b = sz[0];
-        let s = sig.clamp_min(DENOISER_SIGMA_FLOOR);
+        // the view's own noise level: noise σ on each of C channels is noise √C·σ on their sum
+        let view_scale = match self.view {
+            View::ChannelSum => (self.event[0] as f64).sqrt(),
+            View::Full | View::Pixel => 1.0,
+        };
+        let s = sig.clamp_min(DENOISER_SIGMA_FLOOR) * view_scale;
         let s2 = s.square();
         let norm = (&s2 + SIGMA_DATA * SIGMA_DATA).sqrt();
         let c_in = norm.reciprocal().view([b, 1, 1, 1]);
@@ -687,7 +695,7 @@ impl ConditionalNet {
         };
         let d = v * c_skip + out * c_out;
         let sq = (v - d).square().reshape([b, -1]).sum_dim_intlist(1, false, v.kind());
-        sq * -0.5 / s
+        sq * (-0.5 / (view_scale * view_scale)) / sig.clamp_min(DENOISER_SIGMA_FLOOR)
     }
 
     /// The U-Net of [`Arch::Unet`]: `h0: [B, C_v + 1, H, W]` → `[B, C_v, H, W]`.
@@ -1395,6 +1403,46 @@ mod tests {
         ] {
             let e = ConditionalNet::new(&vs.root(), &bad, &[3, 8, 8], &["a"]).unwrap_err().to_string();
             assert!(e.contains(msg), "{e}");
+        }
+    }
+
+    #[test]
+    fn unet_is_preconditioned_at_the_noise_level_of_its_view() {
+        // with the output layer at zero, D = c_skip·v and f/σ = -‖(1 - c_skip) v‖² / 2σ_v², where the view's
+        // noise level σ_v is √3·σ for the sum of 3 channels and σ for the full image
+        for (view, c_view, scale) in [(View::ChannelSum, 1, 3f64.sqrt()), (View::Full, 3, 1.0), (View::Pixel, 3, 1.0)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = ConditionalConfig {
+                arch: Arch::Unet,
+                widths: vec![4, 6, 8],
+                noise_conditional: true,
+                view,
+                ..Default::default()
+            };
+            let m = ConditionalNet::new(&vs.root(), &cfg, &[3, 8, 8], &["a"]).unwrap();
+            for (name, t) in vs.variables() {
+                if name.starts_with("out.") {
+                    let _ = tch::no_grad(|| t.shallow_clone().zero_());
+                }
+            }
+            let x = Tensor::rand([3, 3, 8, 8], (Kind::Float, Device::Cpu));
+            let v = if c_view == 1 { x.sum_dim_intlist(1, true, Kind::Float) } else { x.shallow_clone() };
+            for sigma in [0.05, 0.3, 1.0] {
+                let got = m.f_noise(
+                    &x,
+                    &Tensor::zeros([3], (Kind::Int64, Device::Cpu)),
+                    &Tensor::full([3], sigma, (Kind::Float, Device::Cpu)),
+                ) / sigma;
+                let sv = scale * sigma;
+                let c_skip = 0.25 / (sv * sv + 0.25);
+                let want = v.square().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                    * (-(1.0 - c_skip).powi(2) / (2.0 * sv * sv));
+                let err = f64::try_from((&got - &want).abs().max()).unwrap();
+                assert!(
+                    err < 1e-3 * f64::try_from(want.abs().max()).unwrap(),
+                    "{view:?} σ {sigma}: {got:?} vs {want:?}"
+                );
+            }
         }
     }
 

@@ -7,12 +7,14 @@ pub mod analytic;
 pub mod compose;
 pub mod conditional;
 pub mod conv;
+pub mod empirical;
 pub mod mlp;
 pub mod product;
 
 pub use analytic::{Gaussian, GaussianMixture};
 pub use compose::{BoxRestricted, Composition, Expression, Offset};
 pub use conv::{ConvConfig, ConvEnergy};
+pub use empirical::{EmpiricalChannelSum, PixelMixture};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use product::ProductOfExperts;
 
