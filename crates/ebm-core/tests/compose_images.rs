@@ -9,7 +9,7 @@
 //! operators, annealed Langevin's noise-level bookkeeping and the detectors, free of training error.
 
 use ebm_core::data::shapes::{AttributeKind, ShapeDetector, ShapesConfig};
-use ebm_core::energy::conditional::{annealed_langevin, AnnealedConfig, NoiseScales};
+use ebm_core::energy::conditional::{annealed_langevin, lit_share, AnnealedConfig, NoiseScales};
 use ebm_core::energy::{Composition, EmpiricalChannelSum, EnergyModel, Expression, PixelMixture};
 use tch::{Device, Kind, Tensor};
 
@@ -28,7 +28,7 @@ fn exact_per_attribute_experts_compose_to_the_held_out_blue_triangle() {
     // the share of lit pixels in blue images (circles and squares only: blue triangles are held out)
     let colour = data.labels(AttributeKind::Colour);
     let blue = colour.eq(AttributeKind::Colour.index_of("blue").unwrap()).nonzero().squeeze_dim(1);
-    let on = f64::try_from(data.images.index_select(0, &blue).narrow(1, 2, 1).mean(Kind::Double)).unwrap();
+    let on = lit_share(&data.images.index_select(0, &blue));
     assert!(triangles.num_views() >= 10 && on > 0.05 && on < 0.5, "{} views, lit share {on}", triangles.num_views());
 
     // The exact shape expert's denoising score matching loss on noisy triangles (σ²-weighted, the loss the

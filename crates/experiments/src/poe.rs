@@ -229,8 +229,8 @@ pub struct ImageSettings {
     /// The network of every conditional EBM (the baseline too).
     pub net: ConditionalConfig,
     /// With one network per kind: a kind's own number of updates and learning rate, overriding `iters` and
-    /// `optim.lr` (e.g. `{ colour = { iters = 5000, lr = 3e-3 } }`: the per-pixel colour expert is cheap and
-    /// needs more and larger steps than the shape expert bears).
+    /// `optim.lr` (e.g. `{ colour = { iters = 5000, lr = 3e-3 } }`: the per-pixel colour expert fits in fewer
+    /// updates than the shape expert, at a larger rate).
     pub kind_training: BTreeMap<AttributeKind, KindTraining>,
     /// Updates per model.
     pub iters: usize,

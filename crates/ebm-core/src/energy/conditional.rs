@@ -675,9 +675,9 @@ impl ConditionalNet {
             View::ChannelSum => (self.event[0] as f64).sqrt(),
             View::Full | View::Pixel => 1.0,
         };
-        let s = sig.clamp_min(DENOISER_SIGMA_FLOOR) * view_scale;
-        let s2 = s.square();
-        let norm = (&s2 + SIGMA_DATA * SIGMA_DATA).sqrt();
+        let sig = sig.clamp_min(DENOISER_SIGMA_FLOOR);
+        let s = &sig * view_scale;
+        let norm = (s.square() + SIGMA_DATA * SIGMA_DATA).sqrt();
         let c_in = norm.reciprocal().view([b, 1, 1, 1]);
         let c_skip = (norm.square().reciprocal() * (SIGMA_DATA * SIGMA_DATA)).view([b, 1, 1, 1]);
         let c_out = (&s * SIGMA_DATA / &norm).view([b, 1, 1, 1]);
@@ -695,7 +695,7 @@ impl ConditionalNet {
         };
         let d = v * c_skip + out * c_out;
         let sq = (v - d).square().reshape([b, -1]).sum_dim_intlist(1, false, v.kind());
-        sq * (-0.5 / (view_scale * view_scale)) / sig.clamp_min(DENOISER_SIGMA_FLOOR)
+        sq * (-0.5 / (view_scale * view_scale)) / sig
     }
 
     /// The U-Net of [`Arch::Unet`]: `h0: [B, C_v + 1, H, W]` → `[B, C_v, H, W]`.
