@@ -2,7 +2,8 @@
 //! trace `tr ∇²ₓf` (D backward passes), the Hutchinson estimator of that trace (one backward pass per
 //! probe), and the log-likelihood ratio `f(x1) - f(x2)` (which needs no `Z`).
 
-use crate::energy::{check_input, EnergyModel};
+use crate::check::check_input;
+use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;

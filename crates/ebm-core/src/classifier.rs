@@ -134,7 +134,7 @@ impl DigitClassifier {
     /// # Errors
     /// If `x` is not `[N, *event]`.
     pub fn probs(&self, x: &Tensor) -> Result<Tensor> {
-        crate::energy::check_input(&self.event, x, "classifier input")?;
+        crate::check::check_input(&self.event, x, "classifier input")?;
         let p = tch::no_grad(|| {
             let mut out = Vec::new();
             for chunk in x.split(1024, 0) {

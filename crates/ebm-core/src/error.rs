@@ -54,6 +54,9 @@ pub enum EbmError {
     /// An error from libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A metrics sink failed (its own error, wrapped).
+    #[error("metrics sink: {0}")]
+    Sink(#[from] crate::train::SinkError),
 }
 
 /// Result alias for ebm-core.

@@ -15,8 +15,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::check::{check_finite, check_input};
 use crate::data::{Modes, Source2d};
-use crate::energy::{check_finite, check_input, EnergyModel};
+use crate::energy::EnergyModel;
 use crate::error::{invalid, EbmError, Result};
 
 /// Default number of grid cells per axis for [`grid_log_z`] (the workload asks for ≥ 400).

@@ -15,7 +15,7 @@
 //! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
 //! let model = Mlp::new(&vs.root(), &MlpConfig::default())?; // f: [B, 2] -> [B]
 //! let objective = ObjectiveConfig::Contrastive(ContrastiveConfig::default()) // replay buffer, k = 20
-//!     .build(&[2], tch::Device::Cpu)?;
+//!     .build(&model, tch::Device::Cpu)?;
 //! let data = ebm_core::data::Toy2d::EightGaussians.sample(10_000, 0);
 //! let mut trainer = Trainer::new(TrainConfig::default(), &vs, &model, objective, 0)?;
 //! trainer.run(&mut TensorData::new(data)?, &mut MemorySink::default(), None)?;
@@ -28,15 +28,23 @@
 
 pub mod ais;
 pub mod autograd;
+pub mod batch;
+pub mod check;
 pub mod classifier;
 pub mod data;
 pub mod energy;
 pub mod error;
 pub mod eval;
+pub mod expr;
 pub mod objective;
 pub mod optim;
 pub mod sampler;
 pub mod train;
 
+pub use batch::Batch;
 pub use energy::EnergyModel;
 pub use error::{EbmError, Result};
+pub use expr::Expression;
+pub use objective::{LossOutput, Objective, ObjectiveConfig};
+pub use sampler::{Sampler, SamplerConfig};
+pub use train::{DataSource, MetricsSink, TrainConfig, Trainer};

@@ -6,11 +6,13 @@
 //! (`ebm_core::energy::empirical`: `EmpiricalChannelSum`, `PixelMixture`; `exp_poe`'s
 //! `images.exact_experts` puts the same experts in its compositions.)
 //! Annealed Langevin on their sum must draw blue triangles: an end-to-end check of the composition
-//! operators, annealed Langevin's noise-level bookkeeping and the detectors, free of training error.
+//! operators, annealed Langevin's noise-level bookkeeping (the composition's view at every level,
+//! `EnergyModel::at_noise`) and the detectors, free of training error.
 
 use ebm_core::data::shapes::{AttributeKind, ShapeDetector, ShapesConfig};
-use ebm_core::energy::conditional::{annealed_langevin, lit_share, AnnealedConfig, NoiseScales};
 use ebm_core::energy::{Composition, EmpiricalChannelSum, EnergyModel, Expression, PixelMixture};
+use ebm_core::objective::lit_share;
+use ebm_core::sampler::{AnnealedConfig, AnnealedLangevin, NoiseScales, Sampler};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -69,27 +71,27 @@ fn compose_and_check(
     let cfg = ShapesConfig { max_offset: Some(2), ..Default::default() };
     let s = cfg.image_size;
     tch::manual_seed(1);
-    let at = |sigma: f64| -> ebm_core::Result<Box<dyn EnergyModel + '_>> {
-        let experts: Vec<(String, Box<dyn EnergyModel + '_>)> = vec![
-            ("triangle".into(), Box::new(triangles.at(sigma)?)),
-            ("blue".into(), Box::new(PixelMixture::new(&[0.0, 0.0, 1.0], on, sigma, &[3, s, s])?)),
-        ];
-        Ok(Box::new(Composition::from_expression(expr, experts)?))
-    };
-    let sampler = AnnealedConfig {
+    // the experts at σ = 1; the sampler reads the composition at every level through `at_noise`
+    let experts: Vec<(String, Box<dyn EnergyModel + '_>)> = vec![
+        ("triangle".into(), Box::new(triangles)),
+        ("blue".into(), Box::new(PixelMixture::new(&[0.0, 0.0, 1.0], on, 1.0, &[3, s, s]).unwrap())),
+    ];
+    let composition = Composition::from_expression(expr, experts).unwrap();
+    let sampler = AnnealedLangevin::new(AnnealedConfig {
         scales: NoiseScales { sigma_max: 1.0, sigma_min: 0.02, levels: 8 },
         steps_per_level: 100,
         step_ratio: 0.6,
         denoise: true,
         clamp: Some([0.0, 1.0]),
-    };
+    })
+    .unwrap();
     // chains start at random training images: none of them is a blue triangle
     let n = 200;
     let start = data.images.index_select(0, &Tensor::randint(6000, [n], (Kind::Int64, Device::Cpu)));
     let det = ShapeDetector::new(&cfg).unwrap().with_min_iou(0.5).unwrap();
     let at_start = det.detect(&start).unwrap().iter().filter(|d| d.satisfies(expr)).count();
     assert_eq!(at_start, 0);
-    let x = annealed_langevin(&at, &start, &sampler).unwrap();
+    let x = sampler.run(&composition, &start, sampler.total_steps()).unwrap().x;
     let found = det.detect(&x).unwrap();
     let share = |pred: &dyn Fn(&ebm_core::data::shapes::Detection) -> bool| {
         found.iter().filter(|d| pred(d)).count() as f64 / n as f64

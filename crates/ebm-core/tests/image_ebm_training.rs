@@ -5,7 +5,7 @@
 use ebm_core::energy::{Activation, ConvConfig, ConvEnergy, EnergyModel};
 use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig};
 use ebm_core::optim::AdamConfig;
-use ebm_core::sampler::{BufferConfig, Init, LangevinConfig};
+use ebm_core::sampler::{BufferConfig, Init, LangevinConfig, SamplerConfig};
 use ebm_core::train::{MemorySink, TensorData, TrainConfig, Trainer};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -30,16 +30,16 @@ fn replay_training_of_a_conv_energy_with_and_without_spectral_norm() {
                 init: Init::Uniform { low: -1.0, high: 1.0 },
             }),
             k: 5,
-            langevin: LangevinConfig {
+            sampler: SamplerConfig::Langevin(LangevinConfig {
                 step_size: 10.0,
                 noise: Some(0.005),
                 grad_clip: Some(0.03),
                 clamp: Some([-1.0, 1.0]),
                 record: false,
-            },
+            }),
             alpha: 0.1,
         })
-        .build(&[1, 6, 6], Device::Cpu)
+        .build(&model, Device::Cpu)
         .unwrap();
         let train = TrainConfig {
             iters: 5,

@@ -5,8 +5,9 @@
 use ebm_core::energy::{EnergyModel, Mlp, MlpConfig};
 use ebm_core::objective::{ContrastiveConfig, LossOutput, Negatives, Objective, ObjectiveConfig, SmMethod};
 use ebm_core::optim::AdamConfig;
-use ebm_core::sampler::{BufferConfig, Init, LangevinConfig};
+use ebm_core::sampler::{BufferConfig, Init, LangevinConfig, SamplerConfig};
 use ebm_core::train::*;
+use ebm_core::Batch;
 use ebm_core::Result;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -30,7 +31,7 @@ fn replay() -> ObjectiveConfig {
     ObjectiveConfig::Contrastive(ContrastiveConfig {
         negatives: Negatives::Replay(BufferConfig { capacity: 256, restart_prob: 0.05, init: Init::default() }),
         k: 5,
-        langevin: LangevinConfig::seed_form(0.01),
+        sampler: SamplerConfig::Langevin(LangevinConfig::seed_form(0.01)),
         alpha: 0.1,
     })
 }
@@ -44,7 +45,7 @@ fn train(iters: usize, dir: &Path, resume: bool, obj: &ObjectiveConfig) -> (Vec<
     tch::manual_seed(7);
     let vs = nn::VarStore::new(Device::Cpu);
     let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![16, 16], ..Default::default() }).unwrap();
-    let objective = obj.build(&[2], Device::Cpu).unwrap();
+    let objective = obj.build(&m, Device::Cpu).unwrap();
     let mut t = Trainer::new(cfg(iters), &vs, &m, objective, 42).unwrap().with_checkpoints(dir).unwrap();
     if resume {
         t.load_checkpoint(dir).unwrap();
@@ -92,7 +93,7 @@ fn corrupt_or_foreign_checkpoints_are_clear_errors_and_change_nothing() {
     let vs = nn::VarStore::new(Device::Cpu);
     // a different architecture
     let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![8], ..Default::default() }).unwrap();
-    let obj = replay().build(&[2], Device::Cpu).unwrap();
+    let obj = replay().build(&m, Device::Cpu).unwrap();
     let mut t = Trainer::new(cfg(10), &vs, &m, obj, 1).unwrap();
     let before: Vec<_> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
     let e = t.load_checkpoint(&ck).unwrap_err().to_string();
@@ -105,7 +106,7 @@ fn corrupt_or_foreign_checkpoints_are_clear_errors_and_change_nothing() {
     std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
     let vs2 = nn::VarStore::new(Device::Cpu);
     let m2 = Mlp::new(&vs2.root(), &MlpConfig { in_dim: 2, hidden: vec![16, 16], ..Default::default() }).unwrap();
-    let mut t2 = Trainer::new(cfg(10), &vs2, &m2, replay().build(&[2], Device::Cpu).unwrap(), 1).unwrap();
+    let mut t2 = Trainer::new(cfg(10), &vs2, &m2, replay().build(&m2, Device::Cpu).unwrap(), 1).unwrap();
     let e = t2.load_checkpoint(&ck).unwrap_err().to_string();
     assert!(e.contains("corrupt or truncated") && e.contains("state.safetensors"), "{e}");
     // garbage metadata
@@ -123,9 +124,9 @@ struct Flaky {
     nan_at: Vec<usize>,
 }
 impl Objective for Flaky {
-    fn loss(&mut self, m: &dyn EnergyModel, batch: &Tensor) -> Result<LossOutput> {
+    fn loss(&mut self, m: &dyn EnergyModel, batch: &Batch) -> Result<LossOutput> {
         self.calls += 1;
-        let mut loss = m.f(batch).mean(Kind::Float);
+        let mut loss = m.f(&batch.x).mean(Kind::Float);
         if self.nan_at.contains(&self.calls) {
             loss *= f64::NAN;
         }
@@ -177,7 +178,7 @@ fn stop_flag_checkpoints_and_ends_the_run() {
     let m = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let flag = Arc::new(AtomicBool::new(true));
-    let mut t = Trainer::new(cfg(100), &vs, &m, replay().build(&[2], Device::Cpu).unwrap(), 0)
+    let mut t = Trainer::new(cfg(100), &vs, &m, replay().build(&m, Device::Cpu).unwrap(), 0)
         .unwrap()
         .with_checkpoints(dir.path())
         .unwrap()
@@ -244,7 +245,7 @@ fn disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_the_previous_checkpo
     let dir = fs.dir.path().join("ckpt");
     let vs = nn::VarStore::new(Device::Cpu);
     let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![32, 32], ..Default::default() }).unwrap();
-    let mut t = Trainer::new(cfg(10), &vs, &m, replay().build(&[2], Device::Cpu).unwrap(), 0)
+    let mut t = Trainer::new(cfg(10), &vs, &m, replay().build(&m, Device::Cpu).unwrap(), 0)
         .unwrap()
         .with_checkpoints(&dir)
         .unwrap();
@@ -269,7 +270,7 @@ fn disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_the_previous_checkpo
     assert_eq!(names, vec!["step-00000000".to_string()]);
     let vs2 = nn::VarStore::new(Device::Cpu);
     let m2 = Mlp::new(&vs2.root(), &MlpConfig { in_dim: 2, hidden: vec![32, 32], ..Default::default() }).unwrap();
-    let mut t2 = Trainer::new(cfg(10), &vs2, &m2, replay().build(&[2], Device::Cpu).unwrap(), 0).unwrap();
+    let mut t2 = Trainer::new(cfg(10), &vs2, &m2, replay().build(&m2, Device::Cpu).unwrap(), 0).unwrap();
     assert_eq!(t2.load_checkpoint(&dir).unwrap(), 0);
 }
 

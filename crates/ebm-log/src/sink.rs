@@ -11,81 +11,36 @@ use crate::error::{LogError, Result};
 use crate::fsutil::write_atomic;
 use crate::histogram::Histogram;
 use crate::tensorboard::TensorBoardWriter;
+pub use ebm_core::train::{MetricsSink, SinkError, SinkResult};
 
-/// Where the trainer sends its metrics.
-///
-/// `scalar` and `flush` are required; the image, text and histogram hooks default to doing
-/// nothing, so sinks that cannot show them (CSV, progress bar) ignore them.
-pub trait MetricsSink {
-    /// Records `value` for `tag` at `step`.
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()>;
-
-    /// Makes everything recorded so far durable (on disk for file sinks).
-    fn flush(&mut self) -> Result<()>;
-
-    /// Records several scalars of one step (default: one [`MetricsSink::scalar`] call each).
-    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
-        for &(tag, v) in values {
-            self.scalar(tag, step, v)?;
-        }
-        Ok(())
-    }
-
-    /// Records an image (default: ignored).
-    fn image(&mut self, _tag: &str, _step: u64, _image: &RgbImage) -> Result<()> {
-        Ok(())
-    }
-
-    /// Records markdown text (default: ignored).
-    fn text(&mut self, _tag: &str, _step: u64, _markdown: &str) -> Result<()> {
-        Ok(())
-    }
-
-    /// Records a histogram (default: ignored).
-    fn histogram(&mut self, _tag: &str, _step: u64, _histogram: &Histogram) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl<S: MetricsSink + ?Sized> MetricsSink for Box<S> {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
-        (**self).scalar(tag, step, value)
-    }
-    fn flush(&mut self) -> Result<()> {
-        (**self).flush()
-    }
-    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
-        (**self).scalars(step, values)
-    }
-    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
-        (**self).image(tag, step, image)
-    }
-    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
-        (**self).text(tag, step, markdown)
-    }
-    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
-        (**self).histogram(tag, step, histogram)
-    }
-}
+/// Buckets of the histograms sent to TensorBoard through [`MetricsSink::histogram`].
+pub const HISTOGRAM_BINS: usize = 30;
 
 impl MetricsSink for TensorBoardWriter {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
-        self.add_scalar(tag, step, value)
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> SinkResult {
+        Ok(self.add_scalar(tag, step, value)?)
     }
-    fn flush(&mut self) -> Result<()> {
-        TensorBoardWriter::flush(self)
+    fn flush(&mut self) -> SinkResult {
+        Ok(TensorBoardWriter::flush(self)?)
     }
-    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
-        self.add_scalars(step, values)
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
+        Ok(self.add_scalars(step, values)?)
     }
-    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
-        self.add_image(tag, step, image)
+    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> SinkResult {
+        Ok(self.add_image(tag, step, image)?)
     }
-    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
-        self.add_text(tag, step, markdown)
+    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> SinkResult {
+        Ok(self.add_text(tag, step, markdown)?)
     }
-    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
-        self.add_histogram_buckets(tag, step, histogram)
+    fn histogram(&mut self, tag: &str, step: u64, values: &[f64]) -> SinkResult {
+        let h = Histogram::from_values(values, HISTOGRAM_BINS)?;
+        Ok(self.add_histogram_buckets(tag, step, &h)?)
+    }
+}
+
+impl From<LogError> for SinkError {
+    fn from(e: LogError) -> Self {
+        SinkError::new(e)
     }
 }
 
@@ -117,7 +72,7 @@ impl MultiSink {
         self.sinks.is_empty()
     }
 
-    fn each(&mut self, mut f: impl FnMut(&mut dyn MetricsSink) -> Result<()>) -> Result<()> {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn MetricsSink) -> SinkResult) -> SinkResult {
         let mut first = None;
         for s in &mut self.sinks {
             if let Err(e) = f(s.as_mut()) {
@@ -129,23 +84,23 @@ impl MultiSink {
 }
 
 impl MetricsSink for MultiSink {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> SinkResult {
         self.each(|s| s.scalar(tag, step, value))
     }
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> SinkResult {
         self.each(|s| s.flush())
     }
-    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> Result<()> {
+    fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
         self.each(|s| s.scalars(step, values))
     }
-    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> Result<()> {
+    fn image(&mut self, tag: &str, step: u64, image: &RgbImage) -> SinkResult {
         self.each(|s| s.image(tag, step, image))
     }
-    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> Result<()> {
+    fn text(&mut self, tag: &str, step: u64, markdown: &str) -> SinkResult {
         self.each(|s| s.text(tag, step, markdown))
     }
-    fn histogram(&mut self, tag: &str, step: u64, histogram: &Histogram) -> Result<()> {
-        self.each(|s| s.histogram(tag, step, histogram))
+    fn histogram(&mut self, tag: &str, step: u64, values: &[f64]) -> SinkResult {
+        self.each(|s| s.histogram(tag, step, values))
     }
 }
 
@@ -335,7 +290,7 @@ impl CsvSink {
 }
 
 impl MetricsSink for CsvSink {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> SinkResult {
         if self.pending_step.is_some_and(|s| s != step) {
             self.write_pending()?;
         }
@@ -347,7 +302,7 @@ impl MetricsSink for CsvSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> SinkResult {
         self.write_pending()?;
         if let Some(out) = self.out.as_mut() {
             out.flush().map_err(|e| LogError::io("write", &self.path, e))?;
@@ -455,7 +410,7 @@ impl ProgressSink {
 }
 
 impl MetricsSink for ProgressSink {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> SinkResult {
         match self.latest.iter_mut().find(|(t, _)| t == tag) {
             Some(slot) => slot.1 = value,
             None => self.latest.push((tag.to_string(), value)),
@@ -472,7 +427,7 @@ impl MetricsSink for ProgressSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> SinkResult {
         self.bar.tick();
         Ok(())
     }
@@ -573,15 +528,15 @@ mod tests {
 
     struct Recorder(Rc<RefCell<Vec<String>>>, bool);
     impl MetricsSink for Recorder {
-        fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
+        fn scalar(&mut self, tag: &str, step: u64, value: f64) -> SinkResult {
             self.0.borrow_mut().push(format!("{tag}@{step}={value}"));
             if self.1 {
-                Err(LogError::invalid("boom"))
+                Err(LogError::invalid("boom").into())
             } else {
                 Ok(())
             }
         }
-        fn flush(&mut self) -> Result<()> {
+        fn flush(&mut self) -> SinkResult {
             self.0.borrow_mut().push("flush".into());
             Ok(())
         }

@@ -2,55 +2,130 @@
 //! sliced, denoising) trained on the same MLP, optimiser and number of updates on 2-D densities, then
 //! sampled the same way (long Langevin from noise, then MALA) and evaluated against exact answers.
 
-use crate::config;
-use crate::device::{init, DeviceArg};
+use crate::common::device::DeviceArg;
+use crate::common::{config, CdSettings};
+use crate::common::{Outcome, RunContext, RunOptions, StartOptions};
 use anyhow::{bail, Context, Result};
 use ebm_core::autograd::Probe;
 use ebm_core::data::Source2d;
-use ebm_core::energy::{EnergyModel, Mlp, MlpConfig};
+use ebm_core::energy::{EnergyModel, Gaussian, Mlp, MlpConfig};
 use ebm_core::eval::{
     evaluate_2d, grid_log_z, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ, GridSpec,
 };
-use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig, SmMethod};
+use ebm_core::objective::Objective;
+use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
 use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
-use ebm_log::{CsvSink, HParamValue, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
+use ebm_log::{HParamValue, MetricsSink, ProgressSink, RunDir, TensorBoardWriter};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
-/// Every method name the experiment knows.
-pub const METHODS: [&str; 8] = ["cd1", "cdk", "pcd", "replay", "sm_exact", "sm_hutchinson", "sm_sliced", "dsm"];
-
-/// Contrastive-divergence settings shared by `cd1`, `cdk`, `pcd` and `replay`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CdSettings {
-    /// Langevin steps per update for `cdk`, `pcd` and `replay` (`cd1` uses 1).
-    pub k: usize,
-    /// The training sampler.
-    pub langevin: LangevinConfig,
-    /// L2 penalty on f.
-    pub alpha: f64,
-    /// Replay-buffer size (its restart distribution is uniform on the data box).
-    pub buffer_capacity: usize,
-    /// Replay-buffer restart probability.
-    pub restart_prob: f64,
+/// A training method of the comparison; its name in configs and on the command line is the snake-case
+/// form (`cd1`, `sm_hutchinson`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// CD-1 from the data.
+    Cd1,
+    /// CD-k from the data.
+    Cdk,
+    /// Persistent CD.
+    Pcd,
+    /// The IGEBM replay buffer.
+    Replay,
+    /// Score matching with the exact Hessian trace.
+    SmExact,
+    /// Score matching with Hutchinson's trace estimator.
+    SmHutchinson,
+    /// Sliced score matching.
+    SmSliced,
+    /// Denoising score matching.
+    Dsm,
 }
 
-impl Default for CdSettings {
-    fn default() -> Self {
-        CdSettings {
-            k: 20,
-            langevin: LangevinConfig::seed_form(0.005),
-            alpha: 0.1,
-            buffer_capacity: 10_000,
-            restart_prob: 0.05,
+impl Method {
+    /// Every method, in table order.
+    pub const ALL: [Method; 8] = [
+        Method::Cd1,
+        Method::Cdk,
+        Method::Pcd,
+        Method::Replay,
+        Method::SmExact,
+        Method::SmHutchinson,
+        Method::SmSliced,
+        Method::Dsm,
+    ];
+
+    /// The name used in configs, folders and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Cd1 => "cd1",
+            Method::Cdk => "cdk",
+            Method::Pcd => "pcd",
+            Method::Replay => "replay",
+            Method::SmExact => "sm_exact",
+            Method::SmHutchinson => "sm_hutchinson",
+            Method::SmSliced => "sm_sliced",
+            Method::Dsm => "dsm",
         }
+    }
+
+    /// The label in tables and figures.
+    pub fn label(self, cfg: &CdVsSmConfig) -> String {
+        match self {
+            Method::Cd1 => "CD-1".into(),
+            Method::Cdk => format!("CD-{}", cfg.cd.k),
+            Method::Pcd => format!("PCD-{}", cfg.cd.k),
+            Method::Replay => format!("Replay-{}", cfg.cd.k),
+            Method::SmExact => "SM exact".into(),
+            Method::SmHutchinson => format!("SM Hutchinson ({})", cfg.sm.probes),
+            Method::SmSliced => format!("Sliced SM ({})", cfg.sm.probes),
+            Method::Dsm => format!("DSM σ={}", cfg.sm.dsm_sigma),
+        }
+    }
+
+    /// The objective; `bbox` sets the restart distribution of PCD and the buffer.
+    pub fn objective(self, cfg: &CdVsSmConfig, bbox: [f64; 4]) -> ObjectiveConfig {
+        let init = Init::Uniform { low: bbox[0].min(bbox[2]), high: bbox[1].max(bbox[3]) };
+        let cd = |negatives, k| ObjectiveConfig::Contrastive(cfg.cd.objective(negatives, k));
+        let sm = |method| ObjectiveConfig::ScoreMatching { method };
+        let probes = cfg.sm.probes;
+        match self {
+            Method::Cd1 => cd(Negatives::Data, 1),
+            Method::Cdk => cd(Negatives::Data, cfg.cd.k),
+            Method::Pcd => cd(Negatives::Persistent { init }, cfg.cd.k),
+            Method::Replay => cd(
+                Negatives::Replay(BufferConfig {
+                    capacity: cfg.cd.buffer_capacity,
+                    restart_prob: cfg.cd.restart_prob,
+                    init,
+                }),
+                cfg.cd.k,
+            ),
+            Method::SmExact => sm(SmMethod::Exact),
+            Method::SmHutchinson => sm(SmMethod::Hutchinson { probes, probe: cfg.sm.probe }),
+            Method::SmSliced => sm(SmMethod::Sliced { probes, probe: cfg.sm.probe }),
+            Method::Dsm => sm(SmMethod::Denoising { sigma: cfg.sm.dsm_sigma }),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let valid: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method '{s}'; valid methods: {}", valid.join(", "))
+        })
     }
 }
 
@@ -120,8 +195,8 @@ impl Default for EvalSettings {
 pub struct CdVsSmConfig {
     /// Datasets (toy names or CSV files of x,y points).
     pub datasets: Vec<String>,
-    /// Methods, from [`METHODS`].
-    pub methods: Vec<String>,
+    /// Methods.
+    pub methods: Vec<Method>,
     /// Seed: every run starts from the same initial weights for a given seed.
     pub seed: u64,
     /// Device.
@@ -154,7 +229,15 @@ impl Default for CdVsSmConfig {
     fn default() -> Self {
         CdVsSmConfig {
             datasets: ["8gaussians", "rings", "checkerboard", "two_gaussians"].map(String::from).to_vec(),
-            methods: ["cd1", "cdk", "pcd", "replay", "sm_exact", "sm_hutchinson", "dsm"].map(String::from).to_vec(),
+            methods: vec![
+                Method::Cd1,
+                Method::Cdk,
+                Method::Pcd,
+                Method::Replay,
+                Method::SmExact,
+                Method::SmHutchinson,
+                Method::Dsm,
+            ],
             seed: 0,
             device: DeviceArg::Auto,
             threads: 0,
@@ -178,7 +261,7 @@ impl Default for CdVsSmConfig {
     }
 }
 
-crate::cli::experiment_config!(CdVsSmConfig);
+crate::common::cli::experiment_config!(CdVsSmConfig);
 
 impl CdVsSmConfig {
     /// Shrinks the budget for a smoke run of about a minute (same datasets and methods).
@@ -202,10 +285,9 @@ impl CdVsSmConfig {
         if self.methods.is_empty() || self.datasets.is_empty() {
             bail!("need at least one method and one dataset");
         }
-        for m in &self.methods {
-            if !METHODS.contains(&m.as_str()) {
-                bail!("unknown method '{m}'; valid methods: {}", METHODS.join(", "));
-            }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(m) = self.methods.iter().find(|m| !seen.insert(**m)) {
+            bail!("method '{m}' is listed twice in methods: each method is one run folder");
         }
         for d in &self.datasets {
             Source2d::from_spec(d).with_context(|| format!("dataset '{d}'"))?;
@@ -228,58 +310,11 @@ impl CdVsSmConfig {
         }
         self.model.validate()?;
         self.train.validate()?;
-        self.objective("replay", [-1.0, 1.0, -1.0, 1.0])?.build(&[2], Device::Cpu)?;
+        let probe_model = Gaussian::isotropic(&[0.0, 0.0], 1.0, Device::Cpu)?;
         for m in &self.methods {
-            self.objective(m, [-1.0, 1.0, -1.0, 1.0])?;
+            m.objective(self, [-1.0, 1.0, -1.0, 1.0]).build(&probe_model, Device::Cpu)?;
         }
         Ok(())
-    }
-
-    /// The objective of a method; `bbox` sets the restart distribution of PCD and the buffer.
-    pub fn objective(&self, method: &str, bbox: [f64; 4]) -> Result<ObjectiveConfig> {
-        let init = Init::Uniform { low: bbox[0].min(bbox[2]), high: bbox[1].max(bbox[3]) };
-        let cd = |negatives, k| {
-            ObjectiveConfig::Contrastive(ContrastiveConfig {
-                negatives,
-                k,
-                langevin: self.cd.langevin.clone(),
-                alpha: self.cd.alpha,
-            })
-        };
-        let sm = |method| ObjectiveConfig::ScoreMatching { method };
-        Ok(match method {
-            "cd1" => cd(Negatives::Data, 1),
-            "cdk" => cd(Negatives::Data, self.cd.k),
-            "pcd" => cd(Negatives::Persistent { init }, self.cd.k),
-            "replay" => cd(
-                Negatives::Replay(BufferConfig {
-                    capacity: self.cd.buffer_capacity,
-                    restart_prob: self.cd.restart_prob,
-                    init,
-                }),
-                self.cd.k,
-            ),
-            "sm_exact" => sm(SmMethod::Exact),
-            "sm_hutchinson" => sm(SmMethod::Hutchinson { probes: self.sm.probes, probe: self.sm.probe }),
-            "sm_sliced" => sm(SmMethod::Sliced { probes: self.sm.probes, probe: self.sm.probe }),
-            "dsm" => sm(SmMethod::Denoising { sigma: self.sm.dsm_sigma }),
-            other => bail!("unknown method '{other}'; valid methods: {}", METHODS.join(", ")),
-        })
-    }
-
-    /// The label of a method in tables and figures.
-    pub fn label(&self, method: &str) -> String {
-        match method {
-            "cd1" => "CD-1".into(),
-            "cdk" => format!("CD-{}", self.cd.k),
-            "pcd" => format!("PCD-{}", self.cd.k),
-            "replay" => format!("Replay-{}", self.cd.k),
-            "sm_exact" => "SM exact".into(),
-            "sm_hutchinson" => format!("SM Hutchinson ({})", self.sm.probes),
-            "sm_sliced" => format!("Sliced SM ({})", self.sm.probes),
-            "dsm" => format!("DSM σ={}", self.sm.dsm_sigma),
-            m => m.into(),
-        }
     }
 }
 
@@ -288,8 +323,8 @@ impl CdVsSmConfig {
 pub struct ResultRow {
     /// Dataset name.
     pub dataset: String,
-    /// Method name.
-    pub method: String,
+    /// Method.
+    pub method: Method,
     /// Test NLL (nats), grid log Z.
     pub nll: f64,
     /// KL(p_data ‖ p_θ) where the data density is known.
@@ -372,47 +407,26 @@ struct RunOutput {
     heatmap: PathBuf,
 }
 
-/// How [`run`] ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Every (dataset, method) finished: the run folder and the rows.
-    Done(PathBuf, Vec<ResultRow>),
-    /// The stop flag was raised: a checkpoint of the run in progress was written; `--resume <folder>`
-    /// continues it.
-    Interrupted {
-        /// The run folder to resume.
-        dir: PathBuf,
-        /// Which run was interrupted, e.g. `rings/pcd`.
-        at: String,
-        /// The update it stopped after.
-        step: usize,
-    },
-}
-
-/// Options of [`run`] beyond the config.
-#[derive(Debug, Default, Clone)]
-pub struct RunOptions {
-    /// Continue the run in this folder: finished (dataset, method) runs are kept, a run with a checkpoint
-    /// continues from it, the others start afresh.
-    pub resume: Option<PathBuf>,
-    /// Raised by a SIGINT/SIGTERM handler: the current update finishes, a checkpoint is written and
-    /// [`run`] returns [`Outcome::Interrupted`].
-    pub stop: Option<Arc<AtomicBool>>,
-}
-
 /// Runs the whole experiment.
-pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome> {
+pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, Vec<ResultRow>)>> {
     cfg.validate()?;
-    let ctx = init(cfg.device, cfg.seed, (cfg.threads > 0).then_some(cfg.threads))?;
-    let run_dir = match &opts.resume {
-        Some(dir) => RunDir::open(dir)?,
-        None => {
-            let d = RunDir::create(&cfg.out, "exp_cd_vs_sm", cfg.run_name.as_deref())?;
-            d.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
-            d
-        }
+    let start = StartOptions {
+        experiment: "exp_cd_vs_sm",
+        device: cfg.device,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        out: &cfg.out,
+        run_name: cfg.run_name.as_deref(),
+        resume: opts.resume.as_deref(),
+        stop: opts.stop.clone(),
     };
-    eprintln!("ebm-rs: run folder {}", run_dir.path().display());
+    let ctx = RunContext::start(cfg, &start)?;
+    let r = run_in(cfg, &ctx);
+    Outcome::from_result(r, ctx.run_dir.path())
+}
+
+fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext) -> Result<(PathBuf, Vec<ResultRow>)> {
+    let run_dir = &ctx.run_dir;
     let multi = indicatif::MultiProgress::new();
     let mut rows = Vec::new();
     let mut panels: Vec<Vec<Option<PathBuf>>> = vec![vec![None; cfg.datasets.len()]; cfg.methods.len()];
@@ -421,24 +435,14 @@ pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome> {
         let train = source.sample(cfg.n_train, cfg.seed).to_device(ctx.device);
         let test = source.sample(cfg.n_test, cfg.seed.wrapping_add(1_000_003)).to_device(ctx.device);
         for (mi, method) in cfg.methods.iter().enumerate() {
-            let job = Job { cfg, run_dir: &run_dir, source: &source, method, train: &train, test: &test };
-            match run_one(&job, ctx.device, &multi, opts)? {
-                RunResult::Done(out) => {
-                    panels[mi][di] = Some(out.heatmap);
-                    rows.push(out.row);
-                }
-                RunResult::Interrupted(step) => {
-                    return Ok(Outcome::Interrupted {
-                        dir: run_dir.path().to_path_buf(),
-                        at: format!("{}/{method}", source.name()),
-                        step,
-                    })
-                }
-            }
+            let job = Job { cfg, ctx, source: &source, method: *method, train: &train, test: &test };
+            let out = run_one(&job, &multi)?;
+            panels[mi][di] = Some(out.heatmap);
+            rows.push(out.row);
         }
     }
-    write_results(cfg, &run_dir, &rows)?;
-    let row_titles: Vec<String> = cfg.methods.iter().map(|m| cfg.label(m)).collect();
+    write_results(cfg, run_dir, &rows)?;
+    let row_titles: Vec<String> = cfg.methods.iter().map(|m| m.label(cfg)).collect();
     let row_refs: Vec<&str> = row_titles.iter().map(String::as_str).collect();
     let col_refs: Vec<&str> = cfg.datasets.iter().map(String::as_str).collect();
     plot::compose_grid(
@@ -448,74 +452,51 @@ pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome> {
         &col_refs,
         Some("model density (heat map) with MALA samples (dots), same MLP and budget"),
     )?;
-    Ok(Outcome::Done(run_dir.path().to_path_buf(), rows))
+    Ok((run_dir.path().to_path_buf(), rows))
 }
 
 /// One (dataset, method) training run.
 struct Job<'a> {
     cfg: &'a CdVsSmConfig,
-    run_dir: &'a RunDir,
+    ctx: &'a RunContext,
     source: &'a Source2d,
-    method: &'a str,
+    method: Method,
     train: &'a Tensor,
     test: &'a Tensor,
 }
 
-enum RunResult {
-    Done(Box<RunOutput>),
-    Interrupted(usize),
-}
-
-fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &RunOptions) -> Result<RunResult> {
-    let Job { cfg, run_dir, source, method, train, test } = *job;
+fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
+    let Job { cfg, ctx, source, method, train, test } = *job;
+    let device = ctx.device;
     let ds = source.name();
-    let sub = run_dir.path().join(sanitize(&ds)).join(method);
+    let part = ctx.sub_run(Path::new(&sanitize(&ds)).join(method.name()))?;
+    let sub = part.dir.clone();
     let result_path = sub.join("result.json");
-    if opts.resume.is_some() && result_path.exists() {
+    if part.resuming() && result_path.exists() {
         let row: ResultRow = serde_json::from_slice(&std::fs::read(&result_path)?)
             .with_context(|| format!("corrupt {}", result_path.display()))?;
         eprintln!("ebm-rs: {ds}/{method} finished before; kept");
-        return Ok(RunResult::Done(Box::new(RunOutput { row, heatmap: sub.join("density.png") })));
+        return Ok(RunOutput { row, heatmap: sub.join("density.png") });
     }
-    std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
     // Same initial weights for every method.
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = Mlp::new(&vs.root(), &cfg.model)?;
-    let objective = cfg.objective(method, axes_bbox(bbox, margin))?.build(&[2], device)?;
+    let objective = method.objective(cfg, axes_bbox(bbox, margin)).build(&model, device)?;
     // [eval].every drives the trainer's evaluation callback
     let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
-    let ckpt_dir = sub.join("checkpoints");
-    let mut trainer = Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?.with_checkpoints(&ckpt_dir)?;
-    if let Some(stop) = &opts.stop {
-        trainer = trainer.with_stop_flag(stop.clone());
-    }
-    let resumed_at = match &opts.resume {
-        Some(_) if !ebm_core::train::list_checkpoints(&ckpt_dir)?.is_empty() => {
-            let step = trainer.load_checkpoint(&ckpt_dir)?;
-            eprintln!("ebm-rs: {ds}/{method} resumes at update {step}");
-            Some(step)
-        }
-        _ => None,
-    };
-
-    let tb = TensorBoardWriter::create(&sub)?;
-    let csv = match resumed_at {
-        Some(step) => CsvSink::resume(&sub.join("metrics.csv"), step as u64)?,
-        None => CsvSink::create(&sub.join("metrics.csv"))?,
-    };
+    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?)?;
     let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {elapsed} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("{ds} / {}", cfg.label(method)));
+    bar.set_prefix(format!("{ds} / {}", method.label(cfg)));
     bar.set_position(resumed_at.unwrap_or(0) as u64);
-    let progress = ProgressSink::with_bar(bar.clone());
-    let mut sink = MultiSink::new(vec![Box::new(tb), Box::new(csv), Box::new(progress)]);
+    let mut sink = part.sinks(ProgressSink::with_bar(bar.clone()), resumed_at)?;
     if resumed_at.is_none() {
         sink.text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
     }
@@ -527,43 +508,45 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     let tmp_png = sub.join(".tmp-eval.png");
     // time spent evaluating inside the training loop, subtracted from the per-update time
     let eval_seconds = std::cell::Cell::new(0.0f64);
-    let mut eval = |step: usize, m: &dyn EnergyModel, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
-        let started = Instant::now();
-        let due = |n: usize| (n > 0 && step.is_multiple_of(n)) || step == iters;
-        let io = |e: ebm_log::LogError| ebm_core::EbmError::Io {
-            path: sub.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
+    let mut eval =
+        |step: usize, m: &dyn EnergyModel, _obj: &dyn Objective, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
+            let started = Instant::now();
+            let due = |n: usize| (n > 0 && step.is_multiple_of(n)) || step == iters;
+            let io = |e: ebm_log::LogError| ebm_core::EbmError::Io {
+                path: sub.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            };
+            if due(every) {
+                let gz = grid_log_z(m, &grid_train, device)?;
+                sink.scalar("eval/nll", step as u64, nll(m, test, gz.log_z, device)?)?;
+                if let Some(kl) = kl_to_source(m, source, test, gz.log_z, device)? {
+                    sink.scalar("eval/kl", step as u64, kl)?;
+                }
+                sink.scalar("eval/log_z", step as u64, gz.log_z)?;
+                if due(image_every) {
+                    let opts =
+                        HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
+                    let img =
+                        plot::heatmap(&tmp_png, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &opts).map_err(io)?;
+                    sink.image("density", step as u64, &img)?;
+                    // a cheaper version of the final sampling, for the pictures along the way
+                    let s = &cfg.sampling;
+                    let quick = SamplingSettings {
+                        n: s.n.min(500),
+                        langevin_steps: s.langevin_steps.min(200),
+                        mala_steps: s.mala_steps.min(100),
+                        ..s.clone()
+                    };
+                    let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)
+                        .map_err(|e| ebm_core::error::invalid("sampling", e.to_string()))?;
+                    let pts = plot::points_from_tensor(&xs).map_err(io)?;
+                    let img = plot::scatter_samples(&tmp_png, &data_pts, &pts, &ax, "samples").map_err(io)?;
+                    sink.image("samples", step as u64, &img)?;
+                }
+            }
+            eval_seconds.set(eval_seconds.get() + started.elapsed().as_secs_f64());
+            Ok(())
         };
-        if due(every) {
-            let gz = grid_log_z(m, &grid_train, device)?;
-            sink.scalar("eval/nll", step as u64, nll(m, test, gz.log_z, device)?).map_err(io)?;
-            if let Some(kl) = kl_to_source(m, source, test, gz.log_z, device)? {
-                sink.scalar("eval/kl", step as u64, kl).map_err(io)?;
-            }
-            sink.scalar("eval/log_z", step as u64, gz.log_z).map_err(io)?;
-            if due(image_every) {
-                let opts =
-                    HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
-                let img = plot::heatmap(&tmp_png, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &opts).map_err(io)?;
-                sink.image("density", step as u64, &img).map_err(io)?;
-                // a cheaper version of the final sampling, for the pictures along the way
-                let s = &cfg.sampling;
-                let quick = SamplingSettings {
-                    n: s.n.min(500),
-                    langevin_steps: s.langevin_steps.min(200),
-                    mala_steps: s.mala_steps.min(100),
-                    ..s.clone()
-                };
-                let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)
-                    .map_err(|e| ebm_core::error::invalid("sampling", e.to_string()))?;
-                let pts = plot::points_from_tensor(&xs).map_err(io)?;
-                let img = plot::scatter_samples(&tmp_png, &data_pts, &pts, &ax, "samples").map_err(io)?;
-                sink.image("samples", step as u64, &img).map_err(io)?;
-            }
-        }
-        eval_seconds.set(eval_seconds.get() + started.elapsed().as_secs_f64());
-        Ok(())
-    };
     let t0 = Instant::now();
     let outcome = trainer.run(&mut TensorData::new(train.shallow_clone())?, &mut sink, Some(&mut eval))?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -571,8 +554,8 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     if outcome.interrupted {
         bar.abandon();
         sink.flush()?;
-        return Ok(RunResult::Interrupted(outcome.steps));
     }
+    part.finished(&outcome)?;
     bar.finish();
 
     // Final evaluation, the same for every method.
@@ -591,7 +574,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     let total_seconds = t0.elapsed().as_secs_f64();
 
     let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
-    let title = format!("{} on {ds}", cfg.label(method));
+    let title = format!("{} on {ds}", method.label(cfg));
     let heat_opts = HeatmapOptions { title: &title, points: Some(&sample_pts), range: None, colorbar_label: "p_θ(x)" };
     let heatmap = sub.join("density.png");
     let img = plot::heatmap(&heatmap, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &heat_opts)?;
@@ -600,7 +583,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
 
     let row = ResultRow {
         dataset: ds.clone(),
-        method: method.to_string(),
+        method,
         nll: report.nll,
         kl: report.kl,
         mmd2: report.mmd2,
@@ -630,7 +613,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     // hparams go in their own writer in the same run folder (TensorBoard merges the files)
     let mut hp = TensorBoardWriter::create(&sub)?;
     let hparams: Vec<(&str, HParamValue)> = vec![
-        ("method", method.into()),
+        ("method", method.name().into()),
         ("dataset", ds.as_str().into()),
         ("iters", HParamValue::from(cfg.train.iters as f64)),
         ("batch_size", HParamValue::from(cfg.train.batch_size as f64)),
@@ -640,7 +623,7 @@ fn run_one(job: &Job, device: Device, multi: &indicatif::MultiProgress, opts: &R
     hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;
     hp.flush()?;
     ebm_log::write_atomic(&result_path, &serde_json::to_vec_pretty(&row)?)?;
-    Ok(RunResult::Done(Box::new(RunOutput { row, heatmap })))
+    Ok(RunOutput { row, heatmap })
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {
@@ -672,7 +655,7 @@ pub fn markdown_table(cfg: &CdVsSmConfig, rows: &[ResultRow]) -> String {
         s.push_str(&format!(
             "| {} | {} | {:.3} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} |\n",
             r.dataset,
-            cfg.label(&r.method),
+            r.method.label(cfg),
             r.nll,
             opt(r.kl, 3),
             r.mmd2,
@@ -748,9 +731,14 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_valid_ones() {
-        let cfg = CdVsSmConfig { methods: vec!["cd2".into()], ..Default::default() };
-        let e = cfg.validate().unwrap_err().to_string();
+        let e = "cd2".parse::<Method>().unwrap_err();
+        assert!(e.contains("'cd2'") && e.contains("sm_hutchinson"), "{e}");
+        assert_eq!("sm_sliced".parse::<Method>(), Ok(Method::SmSliced));
+        let e = config::load::<CdVsSmConfig>(None, &["methods=[\"cd1\", \"cd2\"]".into()]).unwrap_err().to_string();
         assert!(e.contains("cd2") && e.contains("sm_hutchinson"), "{e}");
+        let cfg = CdVsSmConfig { methods: vec![Method::Pcd, Method::Pcd], ..Default::default() };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("'pcd' is listed twice"), "{e}");
         let cfg = CdVsSmConfig { datasets: vec!["spirals".into()], ..Default::default() };
         let e = format!("{:#}", cfg.validate().unwrap_err());
         assert!(e.contains("spirals") && e.contains("checkerboard"), "{e}");

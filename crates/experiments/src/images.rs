@@ -10,28 +10,81 @@
 //! Methods: `replay` (replay buffer with restarts, the recipe that works), and as comparisons `cdk` (CD-k from
 //! the data batch) and `dsm` (denoising score matching).
 
-use crate::config;
-use crate::device::{init, DeviceArg};
+use crate::common::device::DeviceArg;
+use crate::common::{config, CdSettings, Outcome, RunContext, RunOptions, StartOptions};
 use anyhow::{bail, Context, Result};
 use ebm_core::ais::{ais, mean_log_likelihood, AisBase, AisConfig, AisTransition, Schedule};
 use ebm_core::classifier::{sample_quality, ClassifierConfig, DigitClassifier, SampleQuality};
 use ebm_core::data::images::{default_data_dir, FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::{ConvConfig, ConvEnergy, EnergyModel};
-use ebm_core::objective::{Contrastive, ContrastiveConfig, LossOutput, Negatives, Objective, ScoreMatching, SmMethod};
+use ebm_core::objective::{Negatives, Objective, ObjectiveConfig, SmMethod};
 use ebm_core::optim::AdamConfig;
 use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot;
-use ebm_log::{CsvSink, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
+use ebm_log::{MetricsSink, ProgressSink};
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
-/// The methods the experiment knows.
-pub const METHODS: [&str; 3] = ["replay", "cdk", "dsm"];
+/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk` or `dsm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMethod {
+    /// Contrastive divergence with the IGEBM replay buffer.
+    Replay,
+    /// CD-k from the data.
+    Cdk,
+    /// Denoising score matching.
+    Dsm,
+}
+
+impl ImageMethod {
+    /// Every method.
+    pub const ALL: [ImageMethod; 3] = [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm];
+
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageMethod::Replay => "replay",
+            ImageMethod::Cdk => "cdk",
+            ImageMethod::Dsm => "dsm",
+        }
+    }
+
+    /// The objective with the experiment's settings.
+    pub fn objective(self, cfg: &ImagesConfig) -> ObjectiveConfig {
+        match self {
+            ImageMethod::Replay => ObjectiveConfig::Contrastive(cfg.cd.objective(
+                Negatives::Replay(BufferConfig {
+                    capacity: cfg.cd.buffer_capacity,
+                    restart_prob: cfg.cd.restart_prob,
+                    init: cfg.noise_init(),
+                }),
+                cfg.cd.k,
+            )),
+            ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
+            ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
+        }
+    }
+}
+
+impl std::fmt::Display for ImageMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ImageMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ImageMethod::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let valid: Vec<&str> = ImageMethod::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method '{s}'; valid methods: {}", valid.join(", "))
+        })
+    }
+}
 
 /// Where the images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,40 +110,6 @@ impl Default for DataSettings {
             scale: PixelScale::MinusOneOne,
             test_fraction: 0.2,
             folder: FolderOptions::default(),
-        }
-    }
-}
-
-/// Contrastive settings (`replay` and `cdk`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CdSettings {
-    /// Langevin steps per update.
-    pub k: usize,
-    /// The sampler: step and noise apart, gradient clamp; `clamp` unset means the data range.
-    pub langevin: LangevinConfig,
-    /// L2 penalty α on f.
-    pub alpha: f64,
-    /// Replay-buffer size.
-    pub buffer_capacity: usize,
-    /// Share of chains restarted from uniform noise.
-    pub restart_prob: f64,
-}
-
-impl Default for CdSettings {
-    fn default() -> Self {
-        CdSettings {
-            k: 60,
-            langevin: LangevinConfig {
-                step_size: 10.0,
-                noise: Some(0.005),
-                grad_clip: Some(0.03),
-                clamp: None,
-                record: false,
-            },
-            alpha: 0.1,
-            buffer_capacity: 8192,
-            restart_prob: 0.05,
         }
     }
 }
@@ -197,8 +216,8 @@ impl Default for EvalSettings {
 pub struct ImagesConfig {
     /// The data.
     pub data: DataSettings,
-    /// `replay`, `cdk` or `dsm`.
-    pub method: String,
+    /// How the model is trained.
+    pub method: ImageMethod,
     /// Seed (weights, split, chains).
     pub seed: u64,
     /// Device.
@@ -209,9 +228,6 @@ pub struct ImagesConfig {
     pub out: PathBuf,
     /// Run folder name (default: a timestamp).
     pub run_name: Option<String>,
-    /// Continue from a checkpoint: a run folder, its `checkpoints/` folder or one `step-N` folder. Training
-    /// goes on up to `train.iters`; at or past it, the run only samples and evaluates.
-    pub resume: Option<PathBuf>,
     /// The conv energy; `in_channels` and `image_size` are taken from the data.
     pub model: ConvConfig,
     /// Training loop.
@@ -232,13 +248,12 @@ impl Default for ImagesConfig {
     fn default() -> Self {
         ImagesConfig {
             data: DataSettings::default(),
-            method: "replay".into(),
+            method: ImageMethod::Replay,
             seed: 0,
             device: DeviceArg::Auto,
             threads: 0,
             out: PathBuf::from("experiments/runs"),
             run_name: None,
-            resume: None,
             model: ConvConfig { channels: vec![32, 64, 64], ..Default::default() },
             train: TrainConfig {
                 iters: 2000,
@@ -247,7 +262,19 @@ impl Default for ImagesConfig {
                 log_every: 10,
                 ..Default::default()
             },
-            cd: CdSettings::default(),
+            cd: CdSettings {
+                k: 60,
+                langevin: LangevinConfig {
+                    step_size: 10.0,
+                    noise: Some(0.005),
+                    grad_clip: Some(0.03),
+                    clamp: None,
+                    record: false,
+                },
+                alpha: 0.1,
+                buffer_capacity: 8192,
+                restart_prob: 0.05,
+            },
             dsm_sigma: 0.1,
             sampling: SamplingSettings::default(),
             log: LogSettings::default(),
@@ -256,7 +283,7 @@ impl Default for ImagesConfig {
     }
 }
 
-crate::cli::experiment_config!(ImagesConfig);
+crate::common::cli::experiment_config!(ImagesConfig);
 
 impl ImagesConfig {
     /// Shrinks everything for a smoke run of a few seconds (same data, method and code paths).
@@ -279,9 +306,6 @@ impl ImagesConfig {
 
     /// Checks names and ranges (unknown names list the valid ones).
     pub fn validate(&self) -> Result<()> {
-        if !METHODS.contains(&self.method.as_str()) {
-            bail!("unknown method '{}'; valid methods: {}", self.method, METHODS.join(", "));
-        }
         self.data.dataset.parse::<ImageDataset>()?;
         if !(self.data.test_fraction > 0.0 && self.data.test_fraction < 1.0) {
             bail!("data.test_fraction must be in (0, 1), got {}", self.data.test_fraction);
@@ -329,11 +353,10 @@ impl ImagesConfig {
 
     /// A label for tables.
     pub fn label(&self) -> String {
-        match self.method.as_str() {
-            "replay" => format!("replay buffer, {} Langevin steps", self.cd.k),
-            "cdk" => format!("CD-{} from data", self.cd.k),
-            "dsm" => format!("denoising SM, σ = {}", self.dsm_sigma),
-            m => m.to_string(),
+        match self.method {
+            ImageMethod::Replay => format!("replay buffer, {} Langevin steps", self.cd.k),
+            ImageMethod::Cdk => format!("CD-{} from data", self.cd.k),
+            ImageMethod::Dsm => format!("denoising SM, σ = {}", self.dsm_sigma),
         }
     }
 }
@@ -406,24 +429,6 @@ pub struct ImagesReport {
     pub samples_png: PathBuf,
 }
 
-/// Lets the experiment read the replay buffer while the trainer owns the objective.
-struct Shared<T>(Rc<RefCell<T>>);
-
-impl<T: Objective> Objective for Shared<T> {
-    fn loss(&mut self, m: &dyn EnergyModel, batch: &Tensor) -> ebm_core::Result<LossOutput> {
-        self.0.borrow_mut().loss(m, batch)
-    }
-    fn name(&self) -> String {
-        self.0.borrow().name()
-    }
-    fn state(&self) -> Option<Tensor> {
-        self.0.borrow().state()
-    }
-    fn load_state(&mut self, state: Tensor) -> ebm_core::Result<()> {
-        self.0.borrow_mut().load_state(state)
-    }
-}
-
 /// The area under the ROC curve of a score that should rank `pos` above `neg` (Mann–Whitney, ties count ½).
 pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
     let mut all: Vec<(f64, bool)> = pos.iter().map(|v| (*v, true)).chain(neg.iter().map(|v| (*v, false))).collect();
@@ -474,11 +479,9 @@ fn legible(x: &Tensor) -> Tensor {
 }
 
 /// Runs the experiment; returns the run folder and the report.
-pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
+pub fn run(cfg: &ImagesConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, ImagesReport)>> {
     cfg.validate()?;
     let t_start = Instant::now();
-    let ctx = init(cfg.device, cfg.seed, (cfg.threads > 0).then_some(cfg.threads))?;
-    let device = ctx.device;
     let dataset: ImageDataset = cfg.data.dataset.parse()?;
     let data_dir = cfg.data.data_dir.clone().unwrap_or_else(default_data_dir);
     let loaded = dataset
@@ -501,9 +504,35 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
         event,
         cfg.label()
     );
-    let run_dir = RunDir::create(&cfg.out, "exp_images", cfg.run_name.as_deref())?;
-    run_dir.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
-    eprintln!("ebm-rs: run folder {}", run_dir.path().display());
+    let start = StartOptions {
+        experiment: "exp_images",
+        device: cfg.device,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        out: &cfg.out,
+        run_name: cfg.run_name.as_deref(),
+        resume: opts.resume.as_deref(),
+        stop: opts.stop.clone(),
+    };
+    let ctx = RunContext::start(cfg, &start)?;
+    let r = run_in(cfg, &ctx, Loaded { dataset, loaded, train, test, event, range, t_start });
+    Outcome::from_result(r, ctx.run_dir.path())
+}
+
+/// The data of a run, loaded before the run folder exists.
+struct Loaded {
+    dataset: ImageDataset,
+    loaded: ebm_core::data::images::FolderLoad,
+    train: ebm_core::data::images::ImageSet,
+    test: ebm_core::data::images::ImageSet,
+    event: Vec<i64>,
+    range: (f64, f64),
+    t_start: Instant,
+}
+
+fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf, ImagesReport)> {
+    let Loaded { dataset, loaded, train, test, event, range, t_start } = data;
+    let (device, run_dir) = (ctx.device, &ctx.run_dir);
 
     // The classifier that scores samples (labelled sets only).
     let classifier = match (&train.labels, cfg.eval.classifier_enabled) {
@@ -524,46 +553,23 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = ConvEnergy::new(&vs.root(), &model_cfg)?;
-    let cd_cfg =
-        |negatives| ContrastiveConfig { negatives, k: cfg.cd.k, langevin: cfg.langevin(), alpha: cfg.cd.alpha };
-    let mut contrastive: Option<Rc<RefCell<Contrastive>>> = None;
-    let objective: Box<dyn Objective> = match cfg.method.as_str() {
-        "replay" | "cdk" => {
-            let negatives = if cfg.method == "replay" {
-                Negatives::Replay(BufferConfig {
-                    capacity: cfg.cd.buffer_capacity,
-                    restart_prob: cfg.cd.restart_prob,
-                    init: cfg.noise_init(),
-                })
-            } else {
-                Negatives::Data
-            };
-            let c = Rc::new(RefCell::new(Contrastive::new(cd_cfg(negatives), &event, device)?));
-            contrastive = Some(c.clone());
-            Box::new(Shared(c))
-        }
-        _ => Box::new(ScoreMatching::new(SmMethod::Denoising { sigma: cfg.dsm_sigma })?),
-    };
+    let objective = cfg.method.objective(cfg).build(&model, device)?;
     // the grids and the classifier's score of fresh samples go out at every `log.image_every` updates
     let train_cfg = TrainConfig { eval_every: cfg.log.image_every, ..cfg.train.clone() };
-    let mut trainer =
-        Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?.with_checkpoints(run_dir.checkpoints_dir())?;
-    let mut start_step = 0;
-    if let Some(from) = &cfg.resume {
-        let ckpts = from.join("checkpoints");
-        let from = if ckpts.is_dir() { ckpts } else { from.clone() };
-        let step = trainer.load_checkpoint(&from).with_context(|| format!("resuming from {}", from.display()))?;
-        eprintln!("ebm-rs: resumed from {} at update {step}", from.display());
-        start_step = step;
-    }
-
-    let tb = TensorBoardWriter::create(run_dir.path())?;
-    let csv = CsvSink::create(&run_dir.metrics_csv_path())?;
+    let part = ctx.sub_run("")?;
+    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?)?;
+    let start_step = resumed_at.unwrap_or(0);
     let progress = ProgressSink::new(Some(cfg.train.iters as u64)).with_print_every(cfg.log.image_every as u64);
-    let mut sink = MultiSink::new(vec![Box::new(tb), Box::new(csv), Box::new(progress)]);
-    sink.text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
+    progress.bar().set_position(start_step as u64);
+    let mut sink = part.sinks(progress, resumed_at)?;
+    if resumed_at.is_none() {
+        sink.text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
+    }
     let nrow = cfg.sampling.nrow;
-    let grid = |x: &Tensor| plot::image_grid_image(&legible(&x.to_device(Device::Cpu)), range, nrow);
+    let grid = |x: &Tensor| {
+        plot::image_grid_image(&legible(&x.to_device(Device::Cpu)), range, nrow)
+            .map_err(ebm_core::train::SinkError::from)
+    };
     sink.image(
         "data/test_images",
         0,
@@ -574,21 +580,18 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
     let noise = cfg.noise_init();
     let grid_n = cfg.log.grid_n as i64;
     let test_f_set = test.images.narrow(0, 0, (cfg.eval.ood_n as i64).min(test.len() as i64)).to_device(device);
-    let mut eval = |step: usize, m: &dyn EnergyModel, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
-        let io = |e: ebm_log::LogError| ebm_core::error::invalid("logging", e.to_string());
-        if let Some(c) = &contrastive {
-            if let Some(buf) = c.borrow().buffer() {
-                let b = buf.data().narrow(0, 0, grid_n.min(buf.data().size()[0]));
-                sink.image("samples/buffer", step as u64, &grid(&b).map_err(io)?).map_err(io)?;
-            }
+    let mut eval = |step: usize, m: &dyn EnergyModel, obj: &dyn Objective, sink: &mut dyn MetricsSink| {
+        if let Some(chains) = obj.chains(0) {
+            let b = chains.narrow(0, 0, grid_n.min(chains.size()[0]));
+            sink.image("samples/buffer", step as u64, &grid(&b)?)?;
         }
         let x0 = noise.sample(grid_n, &event, device);
         let fresh = sampler.run(m, &x0, cfg.log.fresh_steps)?.x;
-        sink.image("samples/fresh_from_noise", step as u64, &grid(&fresh).map_err(io)?).map_err(io)?;
+        sink.image("samples/fresh_from_noise", step as u64, &grid(&fresh)?)?;
         if let Some((clf, _)) = &classifier {
             let q = sample_quality(&clf.probs(&fresh)?)?;
-            sink.scalar("eval/fresh_mean_max_prob", step as u64, q.mean_max_prob).map_err(io)?;
-            sink.scalar("eval/fresh_class_entropy", step as u64, q.class_entropy).map_err(io)?;
+            sink.scalar("eval/fresh_mean_max_prob", step as u64, q.mean_max_prob)?;
+            sink.scalar("eval/fresh_class_entropy", step as u64, q.class_entropy)?;
         }
         let f_test = tch::no_grad(|| m.f(&test_f_set));
         let f_noise = tch::no_grad(|| m.f(&noise.sample(test_f_set.size()[0], &event, device)));
@@ -596,11 +599,13 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
             &Vec::<f64>::try_from(f_test.to_kind(Kind::Double))?,
             &Vec::<f64>::try_from(f_noise.to_kind(Kind::Double))?,
         );
-        sink.scalar("eval/ood_auroc_noise", step as u64, a).map_err(io)?;
+        sink.scalar("eval/ood_auroc_noise", step as u64, a)?;
         Ok(())
     };
     let t0 = Instant::now();
     let outcome = trainer.run(&mut TensorData::new(train.images.to_device(device))?, &mut sink, Some(&mut eval))?;
+    sink.flush()?;
+    part.finished(&outcome)?;
     let train_seconds = t0.elapsed().as_secs_f64();
     eprintln!("ebm-rs: trained {} updates in {:.1}s", outcome.steps, train_seconds);
 
@@ -611,11 +616,9 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
     let samples_png = run_dir.path().join("samples.png");
     let img = plot::image_grid(&samples_png, &legible(&samples), range, cfg.sampling.nrow)?;
     sink.image("final/samples_from_noise", outcome.steps as u64, &img)?;
-    if let Some(c) = &contrastive {
-        if let Some(buf) = c.borrow().buffer() {
-            let b = buf.data().narrow(0, 0, (cfg.sampling.n as i64).min(buf.data().size()[0]));
-            plot::image_grid(&run_dir.figure_path("buffer.png"), &legible(&b), range, cfg.sampling.nrow)?;
-        }
+    if let Some(chains) = trainer.objective().chains(0) {
+        let b = chains.narrow(0, 0, (cfg.sampling.n as i64).min(chains.size()[0]));
+        plot::image_grid(&run_dir.figure_path("buffer.png"), &legible(&b), range, cfg.sampling.nrow)?;
     }
     let n_show = (cfg.sampling.n as i64).min(test.len() as i64);
     plot::image_grid(
@@ -664,7 +667,7 @@ pub fn run(cfg: &ImagesConfig) -> Result<(PathBuf, ImagesReport)> {
     let f_shuffled = f_values(&model, &shuffle_pixels(&pos), device)?;
     let report = ImagesReport {
         dataset: dataset.to_string(),
-        method: cfg.method.clone(),
+        method: cfg.method.name().to_string(),
         image_shape: event.clone(),
         n_train: train.len(),
         n_test: test.len(),
@@ -802,8 +805,7 @@ mod tests {
 
     #[test]
     fn bad_names_are_errors_listing_the_valid_ones() {
-        let cfg = ImagesConfig { method: "pcd".into(), ..Default::default() };
-        let e = cfg.validate().unwrap_err().to_string();
+        let e = "pcd".parse::<ImageMethod>().unwrap_err();
         assert!(e.contains("pcd") && e.contains("replay, cdk, dsm"), "{e}");
         let cfg =
             ImagesConfig { data: DataSettings { dataset: "cifar".into(), ..Default::default() }, ..Default::default() };

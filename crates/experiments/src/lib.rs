@@ -1,12 +1,11 @@
-//! Shared helpers for the ebm-rs experiment binaries: device and seed selection, configs, and the
-//! experiments themselves as library modules (so tests can call them).
+//! The ebm-rs experiments as library modules (so tests can call them), one folder each (config / run /
+//! report), on the shared run context of [`common`]; `src/bin/` holds thin mains.
 
 pub mod cd_vs_sm;
-pub mod cli;
-pub mod config;
-pub mod device;
+pub mod common;
 pub mod images;
 pub mod poe;
 
-pub use cli::{CommonArgs, ExperimentConfig, RunSettings};
-pub use device::DeviceArg;
+pub use common::cli::{CommonArgs, ExperimentConfig, RunSettings};
+pub use common::config;
+pub use common::device::{self, DeviceArg};

@@ -19,26 +19,29 @@
 //!   exact attribute detectors, against a baseline conditional EBM over the joint labels (full view) asked for
 //!   the label it never saw.
 
-use crate::cd_vs_sm::{grid_mode_weights, CdSettings};
+use crate::cd_vs_sm::grid_mode_weights;
+use crate::common::device::DeviceArg;
+use crate::common::{CdSettings, Outcome, RunContext, RunOptions, StartOptions};
 use crate::config;
-use crate::device::{init, DeviceArg};
 use anyhow::{bail, Context, Result};
 use ebm_core::data::shapes::{joint_label_names, AttributeKind, Detection, ShapeDetector, ShapesConfig, ShapesData};
 use ebm_core::data::Toy2d;
 use ebm_core::energy::compose::{resample_in_box, BoxRestricted, Composition, Expression, Offset};
-use ebm_core::energy::conditional::{
-    annealed_langevin, balance_lit_pixels, lit_share, named_experts, named_experts_at, AnnealedConfig, Arch,
-    ConditionalConfig, ConditionalContrastive, ConditionalContrastiveConfig, ConditionalDsm, ConditionalEnergyModel,
-    ConditionalNet, Conditioned, ModelAt, NoiseScales, NoisyConditioned, View,
-};
+use ebm_core::energy::conditional::{named_experts, Arch, ConditionalConfig, ConditionalNet, Conditioned, View};
 use ebm_core::energy::{Activation, EmpiricalChannelSum, EnergyModel, GaussianMixture, Mlp, MlpConfig, PixelMixture};
 use ebm_core::eval::{grid_log_z, GridLogZ, GridSpec};
-use ebm_core::objective::{ContrastiveConfig, Negatives, ObjectiveConfig};
-use ebm_core::optim::{Adam, AdamConfig, Ema};
-use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
-use ebm_core::train::{TensorData, TrainConfig, Trainer};
+use ebm_core::objective::{
+    lit_share, Contrastive, ContrastiveConfig, Negatives, NoiseDsm, NoiseDsmConfig, Objective, ObjectiveConfig,
+    PixelWeights,
+};
+use ebm_core::optim::AdamConfig;
+use ebm_core::sampler::{
+    AnnealedConfig, AnnealedLangevin, BufferConfig, Init, Langevin, LangevinConfig, Mala, MalaConfig, NoiseScales,
+    Sampler, SamplerConfig,
+};
+use ebm_core::train::{LabelledData, TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
-use ebm_log::{CsvSink, MetricsSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
+use ebm_log::{MetricsSink, ProgressSink, TensorBoardWriter};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +167,39 @@ impl Default for ImageSampling {
     }
 }
 
+/// Contrastive divergence of the image models: `k` Langevin steps per update from one replay buffer per
+/// label (`restart_prob = 1` gives short-run chains from `buffer.init` every time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageCd {
+    /// Langevin steps per update.
+    pub k: usize,
+    /// The sampler.
+    pub langevin: LangevinConfig,
+    /// L2 penalty α on `f` at positives and negatives.
+    pub alpha: f64,
+    /// The replay buffer of each label.
+    pub buffer: BufferConfig,
+}
+
+impl Default for ImageCd {
+    fn default() -> Self {
+        ImageCd { k: 20, langevin: LangevinConfig::seed_form(0.01), alpha: 0.1, buffer: BufferConfig::default() }
+    }
+}
+
+impl ImageCd {
+    /// The contrastive objective these settings describe.
+    pub fn objective(&self) -> ContrastiveConfig {
+        ContrastiveConfig {
+            negatives: Negatives::Replay(self.buffer.clone()),
+            k: self.k,
+            sampler: SamplerConfig::Langevin(self.langevin.clone()),
+            alpha: self.alpha,
+        }
+    }
+}
+
 fn image_langevin() -> LangevinConfig {
     LangevinConfig {
         step_size: 10.0,
@@ -253,7 +289,7 @@ pub struct ImageSettings {
     /// Noise levels of DSM training and annealed sampling.
     pub noise: NoiseScales,
     /// Contrastive divergence with one replay buffer per label.
-    pub cd: ConditionalContrastiveConfig,
+    pub cd: ImageCd,
     /// Sampling of compositions and the baseline.
     pub sampling: ImageSampling,
     /// What to generate, as expressions over the attribute values (the first is normally the held-out one);
@@ -322,7 +358,7 @@ impl Default for ImageSettings {
             ema: Some(0.999),
             objective: ImageObjective::Dsm,
             noise: NoiseScales::default(),
-            cd: ConditionalContrastiveConfig {
+            cd: ImageCd {
                 k: 20,
                 langevin: image_langevin(),
                 alpha: 1.0,
@@ -379,7 +415,7 @@ impl Default for PoeConfig {
     }
 }
 
-crate::cli::experiment_config!(PoeConfig);
+crate::common::cli::experiment_config!(PoeConfig);
 
 impl PoeConfig {
     /// Shrinks the budget for a smoke run well under a minute (same expressions and targets).
@@ -428,7 +464,8 @@ impl PoeConfig {
             Mala::new(MalaConfig { step_size: t.sampling.mala_step, record: false })?;
             t.model.validate()?;
             t.train.validate()?;
-            objective_2d(t).build(&[2], Device::Cpu)?;
+            objective_2d(t)
+                .build(&ebm_core::energy::Gaussian::isotropic(&[0.0, 0.0], 1.0, Device::Cpu)?, Device::Cpu)?;
         }
         let im = &self.images;
         if im.enabled {
@@ -442,7 +479,7 @@ impl PoeConfig {
                     bail!("images.ema: the decay must be in [0, 1), got {d}");
                 }
             }
-            im.cd.validate()?;
+            im.cd.objective().validate().map_err(|e| anyhow::anyhow!("images.cd: {e}"))?;
             im.optim.validate()?;
             im.sampling.langevin.validate()?;
             im.sampling.init.validate()?;
@@ -542,7 +579,7 @@ fn objective_2d(t: &Toy2dSettings) -> ObjectiveConfig {
             init: Init::Uniform { low: -b, high: b },
         }),
         k: t.cd.k,
-        langevin: t.cd.langevin.clone(),
+        sampler: SamplerConfig::Langevin(t.cd.langevin.clone()),
         alpha: t.cd.alpha,
     })
 }
@@ -638,15 +675,6 @@ fn progress(multi: &indicatif::MultiProgress, len: u64, prefix: String) -> indic
     bar
 }
 
-fn sinks(dir: &Path, bar: &indicatif::ProgressBar) -> Result<MultiSink> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(MultiSink::new(vec![
-        Box::new(TensorBoardWriter::create(dir)?),
-        Box::new(CsvSink::create(&dir.join("metrics.csv"))?),
-        Box::new(ProgressSink::with_bar(bar.clone())),
-    ]))
-}
-
 /// A file- and tag-safe name, e.g. `right_and_upper`.
 pub fn slug(s: &str) -> String {
     let s = s.replace('&', " and ").replace('|', " or ").replace('!', " not ").replace('*', "x");
@@ -738,11 +766,11 @@ struct Toy2dOut {
 
 fn run_2d(
     cfg: &PoeConfig,
-    device: Device,
-    run_dir: &RunDir,
+    ctx: &RunContext,
     tb: &mut TensorBoardWriter,
     multi: &indicatif::MultiProgress,
 ) -> Result<Toy2dOut> {
+    let (device, run_dir) = (ctx.device, &ctx.run_dir);
     let t = &cfg.toy;
     let b = t.box_half;
     let bbox = [-b, b, -b, b];
@@ -784,12 +812,16 @@ fn run_2d(
         tch::manual_seed(cfg.seed as i64);
         let vs = nn::VarStore::new(device);
         let model = Mlp::new(&vs.root(), &t.model)?;
-        let objective = objective_2d(t).build(&[2], device)?;
-        let mut trainer = Trainer::new(t.train.clone(), &vs, &model, objective, cfg.seed)?;
+        let objective = objective_2d(t).build(&model, device)?;
+        let part = ctx.sub_run(format!("2d/{name}"))?;
+        let (mut trainer, resumed_at) =
+            part.attach(Trainer::new(t.train.clone(), &vs, &model, objective, cfg.seed)?)?;
         let bar = progress(multi, t.train.iters as u64, format!("2-D expert '{name}'"));
-        let mut sink = sinks(&run_dir.path().join("2d").join(name), &bar)?;
-        trainer.run(&mut TensorData::new(sub.shallow_clone())?, &mut sink, None)?;
+        bar.set_position(resumed_at.unwrap_or(0) as u64);
+        let mut sink = part.sinks(ProgressSink::with_bar(bar.clone()), resumed_at)?;
+        let outcome = trainer.run(&mut TensorData::new(sub.shallow_clone())?, &mut sink, None)?;
         sink.flush()?;
+        part.finished(&outcome)?;
         bar.finish();
         let gz = grid_log_z(&BoxRestricted::new(&model, -b, b)?, &grid, device)?;
         experts.push(Expert2d { name: name.clone(), _vs: vs, model, log_z: gz.log_z, grid: gz, data: sub });
@@ -913,11 +945,6 @@ struct CondModel {
     net: ConditionalNet,
 }
 
-enum ImageLoss {
-    Dsm(ConditionalDsm),
-    Cd(Box<ConditionalContrastive>),
-}
-
 /// The annealed sampler of DSM-trained image models.
 fn annealed(im: &ImageSettings) -> AnnealedConfig {
     AnnealedConfig {
@@ -940,46 +967,39 @@ fn train_conditional(
     labels_names: &[String],
     images: &Tensor,
     labels: &Tensor,
-    device: Device,
-    run_dir: &RunDir,
+    ctx: &RunContext,
     multi: &indicatif::MultiProgress,
 ) -> Result<(CondModel, f64)> {
     let im = &cfg.images;
-    tch::manual_seed(cfg.seed as i64);
+    let device = ctx.device;
+    // each model has a seed stream of its own, for its initial weights and its training
+    let seed = ctx.seed_for(&format!("images/{name}"));
+    tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let event = images.size()[1..].to_vec();
     let names: Vec<&str> = labels_names.iter().map(String::as_str).collect();
     let net = ConditionalNet::new(&vs.root(), net_cfg, &event, &names)?;
-    let mut obj = match im.objective {
-        ImageObjective::Dsm => ImageLoss::Dsm(ConditionalDsm::new(&im.noise)?),
-        ImageObjective::Contrastive => {
-            ImageLoss::Cd(Box::new(ConditionalContrastive::new(im.cd.clone(), net.num_labels(), &event, device)?))
-        }
-    };
-    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut ema = match im.ema {
-        Some(d) => Some(Ema::new(d, &params)?),
-        None => None,
-    };
-    let mut adam = Adam::new(optim.clone(), params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect())?;
     let bar = progress(multi, n_iters as u64, format!("images: model '{name}'"));
-    let dir = run_dir.path().join("images").join(slug(name));
-    let mut sink = sinks(&dir, &bar)?;
-    let (n, k) = (labels.size()[0], labels.size()[1]);
-    let b = im.batch_size as i64;
+    let part = ctx.sub_run(Path::new("images").join(slug(name)))?;
+    let dir = part.dir.clone();
     let t0 = Instant::now();
     let weights = dir.join("model.safetensors");
     // lit and black pixels weigh the same for a per-pixel expert trained by DSM
-    let balance = im.balance_pixels && net_cfg.view == View::Pixel && matches!(obj, ImageLoss::Dsm(_));
+    let balance = im.balance_pixels && net_cfg.view == View::Pixel && im.objective == ImageObjective::Dsm;
     let lit = if balance { lit_share(images) } else { f64::NAN };
     if balance && !(lit > 0.0 && lit < 1.0) {
         bail!(
             "images.balance_pixels: the training images have a share {lit} of lit pixels; need some lit and some black"
         );
     }
-    let iters = if let Some(from) = &im.load_from {
-        let p = from.join("images").join(slug(name)).join("model.safetensors");
+    let mut chains = None;
+    // a finished model of the run being resumed is kept as it is
+    let finished = part.resuming().then(|| weights.clone()).filter(|w| w.exists());
+    let load =
+        finished.or_else(|| im.load_from.as_ref().map(|f| f.join("images").join(slug(name)).join("model.safetensors")));
+    let mut sink;
+    if let Some(p) = load {
+        sink = part.sinks(ProgressSink::with_bar(bar.clone()), None)?;
         let saved = Tensor::read_safetensors(&p).with_context(|| format!("loading the image model {}", p.display()))?;
         let mut vars = vs.variables();
         for (k, v) in saved {
@@ -988,60 +1008,49 @@ fn train_conditional(
             };
             tch::no_grad(|| t.copy_(&v));
         }
-        0
     } else {
-        n_iters
-    };
-    for step in 1..=iters {
-        let idx = Tensor::randint(n, [b], (Kind::Int64, device));
-        let col = Tensor::randint(k, [b, 1], (Kind::Int64, device));
-        let (x, y) = (images.index_select(0, &idx), labels.index_select(0, &idx).gather(1, &col, false).squeeze_dim(1));
-        let out = match &mut obj {
-            ImageLoss::Dsm(o) if balance => o.loss_weighted(&net, &x, &y, Some(&balance_lit_pixels(&x, lit)?))?,
-            ImageLoss::Dsm(o) => o.loss(&net, &x, &y)?,
-            ImageLoss::Cd(o) => o.loss(&net, &x, &y)?,
-        };
-        let loss = f64::try_from(&out.loss)?;
-        if !loss.is_finite() {
-            bail!("image model '{name}' diverged at step {step} (loss {loss}); lower images.optim.lr or the Langevin step");
-        }
-        adam.zero_grad();
-        out.loss.backward();
-        let gn = adam.grad_norm();
-        if let Some(c) = im.grad_clip {
-            adam.clip_grad_norm(gn, c);
-        }
-        adam.step();
-        if let Some(e) = &mut ema {
-            e.update(&params);
-        }
-        if step % im.log_every == 0 || step == n_iters {
-            let s = step as u64;
-            sink.scalar("train/loss", s, loss)?;
-            for (k, v) in &out.metrics {
-                sink.scalar(&format!("train/{k}"), s, *v)?;
+        let objective: Box<dyn Objective> = match im.objective {
+            ImageObjective::Dsm => {
+                let weights = if balance { PixelWeights::BalanceLit { lit_share: lit } } else { PixelWeights::None };
+                Box::new(NoiseDsm::new(NoiseDsmConfig { scales: im.noise.clone(), weights })?)
             }
-            sink.scalar("train/param_grad_norm", s, gn)?;
+            ImageObjective::Contrastive => Box::new(Contrastive::new(im.cd.objective(), &net, device)?),
+        };
+        let train_cfg = TrainConfig {
+            iters: n_iters,
+            batch_size: im.batch_size,
+            optim: optim.clone(),
+            grad_clip: im.grad_clip,
+            ema: im.ema,
+            log_every: im.log_every,
+            ..TrainConfig::default()
+        };
+        let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &net, objective, seed)?)?;
+        bar.set_position(resumed_at.unwrap_or(0) as u64);
+        sink = part.sinks(ProgressSink::with_bar(bar.clone()), resumed_at)?;
+        let outcome = trainer
+            .run(&mut LabelledData::new(images.shallow_clone(), labels.shallow_clone())?, &mut sink, None)
+            .with_context(|| format!("training the image model '{name}'"))?;
+        sink.flush()?;
+        part.finished(&outcome)?;
+        // the averaged weights are the model from here on (saved, sampled)
+        trainer.use_ema_weights();
+        if im.objective == ImageObjective::Contrastive {
+            chains = Some((0..net.num_labels()).filter_map(|l| trainer.objective().chains(l)).collect::<Vec<_>>());
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    // the averaged weights are the model from here on (saved, sampled); a loaded model is already averaged
-    if let (Some(e), true) = (&mut ema, iters > 0) {
-        e.swap(&params);
-    }
     let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     Tensor::write_safetensors(&named, &weights).with_context(|| format!("saving {}", weights.display()))?;
     // a look at every label's samples (the replay buffers of contrastive training)
     let per = 8i64;
-    let shows: Vec<Tensor> = match &obj {
-        ImageLoss::Cd(o) => (0..net.num_labels())
-            .filter_map(|l| o.buffer(l).map(|b| b.data().narrow(0, 0, b.data().size()[0].min(per))))
-            .collect(),
-        ImageLoss::Dsm(_) => {
+    let shows: Vec<Tensor> = match chains {
+        Some(c) => c.iter().map(|b| b.narrow(0, 0, b.size()[0].min(per))).collect(),
+        None => {
             let mut v = Vec::new();
             for l in 0..net.num_labels() {
                 let s = ImageSampling { n: per as usize, ..im.sampling.clone() };
-                v.push(sample_images(&|sigma| label_at(&net, l, sigma), im, &s, images, device)?.1);
+                v.push(sample_images(&Conditioned::new(&net, l)?, im, &s, images, device)?.1);
             }
             v
         }
@@ -1065,7 +1074,7 @@ fn upscale(x: &Tensor, k: i64) -> Tensor {
 /// Langevin over `model_at(σ)` for DSM-trained models, plain Langevin on `model_at(0)` (the clean model) for
 /// contrastive ones. Returns the starts and the samples.
 fn sample_images(
-    model_at: &ModelAt<'_>,
+    model: &dyn EnergyModel,
     im: &ImageSettings,
     s: &ImageSampling,
     data: &Tensor,
@@ -1077,8 +1086,11 @@ fn sample_images(
         Start::Data => data.index_select(0, &Tensor::randint(data.size()[0], [s.n as i64], (Kind::Int64, device))),
     };
     let x = match im.objective {
-        ImageObjective::Dsm => annealed_langevin(model_at, &x0, &annealed(im))?,
-        ImageObjective::Contrastive => Langevin::new(s.langevin.clone())?.run(&*model_at(0.0)?, &x0, s.steps)?.x_mean,
+        ImageObjective::Dsm => {
+            let sampler = AnnealedLangevin::new(annealed(im))?;
+            sampler.run(model, &x0, sampler.total_steps())?.x
+        }
+        ImageObjective::Contrastive => Langevin::new(s.langevin.clone())?.run(model, &x0, s.steps)?.x_mean,
     };
     Ok((x0, x))
 }
@@ -1118,39 +1130,25 @@ fn exact_experts(im: &ImageSettings, data: &ShapesData) -> Result<Vec<(String, E
     Ok(out)
 }
 
-/// The composition of `expr` over every label of `models` and the exact experts, at noise level σ (σ = 0:
-/// the clean models).
-fn composed_at<'a>(
+/// The composition of `expr` over every label of `models` and the exact experts (the exact ones built at
+/// σ = 1; a sampler reads every expert at its own noise levels through [`EnergyModel::at_noise`]).
+fn composed<'a>(
     models: &'a [CondModel],
     exact: &'a [(String, ExactExpert)],
     expr: &Expression,
-    sigma: f64,
-) -> ebm_core::Result<Box<dyn EnergyModel + 'a>> {
+) -> ebm_core::Result<Composition<'a>> {
     let mut experts: Vec<(String, Box<dyn EnergyModel + 'a>)> = Vec::new();
     for (name, e) in exact {
         let expert: Box<dyn EnergyModel + 'a> = match e {
-            ExactExpert::Shape(s) => Box::new(s.at(sigma)?),
-            ExactExpert::Colour(c, on, event) => Box::new(PixelMixture::new(c, *on, sigma, event)?),
+            ExactExpert::Shape(s) => Box::new(s.at(1.0)?),
+            ExactExpert::Colour(c, on, event) => Box::new(PixelMixture::new(c, *on, 1.0, event)?),
         };
         experts.push((name.clone(), expert));
     }
     for m in models {
-        if sigma > 0.0 {
-            experts.extend(named_experts_at(&m.net, sigma)?);
-        } else {
-            experts.extend(named_experts(&m.net));
-        }
+        experts.extend(named_experts(&m.net));
     }
-    Ok(Box::new(Composition::from_expression(expr, experts)?))
-}
-
-/// One label of a model at noise level σ (σ = 0: the clean model).
-fn label_at(net: &ConditionalNet, label: i64, sigma: f64) -> ebm_core::Result<Box<dyn EnergyModel + '_>> {
-    Ok(if sigma > 0.0 {
-        Box::new(NoisyConditioned::new(net, label, sigma)?)
-    } else {
-        Box::new(Conditioned::new(net, label)?)
-    })
+    Composition::from_expression(expr, experts)
 }
 
 /// Share of detections satisfying `expr`.
@@ -1235,11 +1233,11 @@ struct ImageOut {
 
 fn run_images(
     cfg: &PoeConfig,
-    device: Device,
-    run_dir: &RunDir,
+    ctx: &RunContext,
     tb: &mut TensorBoardWriter,
     multi: &indicatif::MultiProgress,
 ) -> Result<ImageOut> {
+    let device = ctx.device;
     let im = &cfg.images;
     let data = im.shapes.generate(im.n_train, cfg.seed)?;
     let images = data.images.to_device(device);
@@ -1280,18 +1278,8 @@ fn run_images(
         }
     }
     for (name, net, (iters, optim), names, labels) in &specs {
-        let (m, secs) = train_conditional(
-            cfg,
-            net,
-            (*iters, optim),
-            name,
-            names,
-            &images,
-            &labels.to_device(device),
-            device,
-            run_dir,
-            multi,
-        )?;
+        let (m, secs) =
+            train_conditional(cfg, net, (*iters, optim), name, names, &images, &labels.to_device(device), ctx, multi)?;
         train_seconds.push((name.clone(), secs));
         models.push(m);
     }
@@ -1306,8 +1294,7 @@ fn run_images(
             &joint_names,
             &images,
             &data.joint_labels(&im.kinds).unsqueeze(1).to_device(device),
-            device,
-            run_dir,
+            ctx,
             multi,
         )?;
         train_seconds.push(("joint".into(), secs));
@@ -1320,14 +1307,13 @@ fn run_images(
     let mut panels = Vec::new();
     let mut row_titles = Vec::new();
     let known: Vec<&str> = im.kinds.iter().flat_map(|k| k.values().iter().copied()).collect();
-    for (ti, target) in im.targets.iter().enumerate() {
+    for target in &im.targets {
         let expr = Expression::parse_known(target, &known)?;
         let comp_expr = Expression::parse_known(&composition_of(im, target), &composition_names(im))?;
         // held out when no training image satisfies the expression
         let held_out = !data.attrs.iter().any(|a| expr.satisfied_by(&|n| a.has(n)));
-        tch::manual_seed(cfg.seed.wrapping_add(31 + ti as u64) as i64);
-        let (x0, xs) =
-            sample_images(&|sigma| composed_at(&models, &exact, &comp_expr, sigma), im, &im.sampling, &images, device)?;
+        tch::manual_seed(ctx.seed_for(&format!("images/sample/{target}")) as i64);
+        let (x0, xs) = sample_images(&composed(&models, &exact, &comp_expr)?, im, &im.sampling, &images, device)?;
         let start_share = share_satisfying(&detector.detect(&x0)?, &expr);
         rows.push(score_images(target, held_out, "composition", &expr, &detector.detect(&xs)?, &im.kinds, start_share));
         let show = xs.narrow(0, 0, xs.size()[0].min(32));
@@ -1338,8 +1324,8 @@ fn run_images(
         let joint = joint_label_of(&expr, target, &im.kinds).filter(|j| joint_names.contains(j));
         if let (Some(b), Some(jn)) = (&baseline, joint) {
             let label = b.net.label_of(&jn)?;
-            tch::manual_seed(cfg.seed.wrapping_add(31 + ti as u64) as i64);
-            let (_, xb) = sample_images(&|sigma| label_at(&b.net, label, sigma), im, &im.sampling, &images, device)?;
+            tch::manual_seed(ctx.seed_for(&format!("images/sample/{target}")) as i64);
+            let (_, xb) = sample_images(&Conditioned::new(&b.net, label)?, im, &im.sampling, &images, device)?;
             rows.push(score_images(
                 target,
                 held_out,
@@ -1369,7 +1355,7 @@ fn run_images(
         panels.push(row);
         row_titles.push(if held_out { format!("{target} (held out)") } else { target.clone() });
     }
-    let figure = run_dir.figure_path("poe_images.png");
+    let figure = ctx.run_dir.figure_path("poe_images.png");
     let titles: Vec<&str> = row_titles.iter().map(String::as_str).collect();
     let mut names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     names.extend(im.exact_experts.iter().map(|k| format!("exact {}", k.name())));
@@ -1391,20 +1377,33 @@ fn run_images(
 // ---------------------------------------------------------------------------------------------------------
 
 /// Runs the experiment; returns the run folder and the results.
-pub fn run(cfg: &PoeConfig) -> Result<(PathBuf, PoeResults)> {
+pub fn run(cfg: &PoeConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, PoeResults)>> {
     cfg.validate()?;
+    let start = StartOptions {
+        experiment: "exp_poe",
+        device: cfg.device,
+        seed: cfg.seed,
+        threads: cfg.threads,
+        out: &cfg.out,
+        run_name: cfg.run_name.as_deref(),
+        resume: opts.resume.as_deref(),
+        stop: opts.stop.clone(),
+    };
+    let ctx = RunContext::start(cfg, &start)?;
+    let r = run_in(cfg, &ctx);
+    Outcome::from_result(r, ctx.run_dir.path())
+}
+
+fn run_in(cfg: &PoeConfig, ctx: &RunContext) -> Result<(PathBuf, PoeResults)> {
     let t_all = Instant::now();
-    let ctx = init(cfg.device, cfg.seed, (cfg.threads > 0).then_some(cfg.threads))?;
-    let run_dir = RunDir::create(&cfg.out, "exp_poe", cfg.run_name.as_deref())?;
-    run_dir.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
-    eprintln!("ebm-rs: run folder {}", run_dir.path().display());
+    let run_dir = &ctx.run_dir;
     let mut tb = TensorBoardWriter::create(run_dir.path())?;
     tb.add_text("config", 0, &format!("```toml\n{}\n```", config::to_toml(cfg)?))?;
     let multi = indicatif::MultiProgress::new();
     let mut res = PoeResults::default();
     if cfg.toy.enabled {
         let t0 = Instant::now();
-        let out = run_2d(cfg, ctx.device, &run_dir, &mut tb, &multi)?;
+        let out = run_2d(cfg, ctx, &mut tb, &multi)?;
         res.toy_seconds = t0.elapsed().as_secs_f64();
         res.figures.push(out.figure.clone());
         for r in &out.rows {
@@ -1415,7 +1414,7 @@ pub fn run(cfg: &PoeConfig) -> Result<(PathBuf, PoeResults)> {
     }
     if cfg.images.enabled {
         let t0 = Instant::now();
-        let out = run_images(cfg, ctx.device, &run_dir, &mut tb, &multi)?;
+        let out = run_images(cfg, ctx, &mut tb, &multi)?;
         res.image_seconds = t0.elapsed().as_secs_f64();
         for r in &out.rows {
             tb.add_scalar(&format!("images/{}_{}/all", slug(&r.target), slug(&r.method)), 0, r.all)?;
@@ -1671,7 +1670,8 @@ mod tests {
         assert!(matches!(&exact[5].1, ExactExpert::Colour(c, on, _) if *c == [0.0, 0.0, 1.0] && *on == 0.5));
         // the composition of the exact experts rates a blue triangle of the data above a red one and a blue circle
         let expr = Expression::parse("triangle & blue").unwrap();
-        let f = composed_at(&[], &exact, &expr, 0.1).unwrap();
+        let c = composed(&[], &exact, &expr).unwrap();
+        let f = c.at_noise(0.1).unwrap();
         let pick = |shape: &str, colour: &str| {
             let i = data.attrs.iter().position(|a| a.has(shape) && a.has(colour)).unwrap();
             data.images.narrow(0, i as i64, 1)

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
-use crate::energy::check_input;
+use crate::check::check_input;
 use crate::error::{invalid, io_err, EbmError, Result};
 
 /// Reads a CSV file of 2-D points.

@@ -10,7 +10,7 @@
 //! | position  | `left`, `right`              | centre column `< S/2` or `≥ S/2` (centres are uniform over the places where the shape fits) |
 //!
 //! Attribute combinations can be held out of the data with expressions over these names (e.g.
-//! `"triangle & blue"`, see [`crate::energy::compose::Expression`]).
+//! `"triangle & blue"`, see [`crate::expr::Expression`]).
 //!
 //! The [`ShapeDetector`] reads attributes back from any image: the foreground is where the brightest channel
 //! exceeds ½; shape, size and position come from the template (every shape, size and centre the generator
@@ -20,8 +20,8 @@
 //!
 //! Generation uses `rand`'s `StdRng` seeded by the caller, independent of libtorch's RNG.
 
-use crate::energy::compose::Expression;
 use crate::error::{invalid, Result};
+use crate::expr::Expression;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -382,7 +382,7 @@ fn shape_mask(shape: Shape, h: i64, cx: i64, cy: i64, s: i64) -> Vec<bool> {
 }
 
 /// The foreground of images, where the brightest channel exceeds ½ (what the [`ShapeDetector`] reads and what
-/// [`crate::energy::conditional::balance_lit_pixels`] counts as lit).
+/// [`crate::objective::balance_lit_pixels`] counts as lit).
 ///
 /// # Shapes
 /// `x: [B, C, H, W]` → bool `[B, 1, H, W]`.
@@ -493,7 +493,7 @@ impl ShapeDetector {
     /// `images: [N, 3, S, S]` (any float kind, any device).
     pub fn detect(&self, images: &Tensor) -> Result<Vec<Detection>> {
         let s = self.image_size;
-        crate::energy::check_input(&[3, s, s], images, "shapes detector images")?;
+        crate::check::check_input(&[3, s, s], images, "shapes detector images")?;
         let x = images.detach().to_device(Device::Cpu).to_kind(Kind::Float);
         let n = x.size()[0];
         let fg = foreground(&x).to_kind(Kind::Float).view([n, s * s]);

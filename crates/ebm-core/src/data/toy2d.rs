@@ -24,7 +24,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::energy::check_input;
+use crate::check::check_input;
 use crate::error::{invalid, EbmError, Result};
 
 /// Standard deviation of each of the 8 Gaussians.

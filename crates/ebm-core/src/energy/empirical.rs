@@ -69,6 +69,9 @@ impl EnergyModel for EmpiricalChannelSum {
     fn event_shape(&self) -> Vec<i64> {
         self.event.clone()
     }
+    fn at_noise(&self, sigma: f64) -> Result<Box<dyn EnergyModel + '_>> {
+        Ok(Box::new(self.at(sigma)?))
+    }
 }
 
 /// `Σ_pixels log p_σ(x_pixel)` with every pixel black (probability `1 - on`) or of one colour `c`
@@ -100,6 +103,12 @@ impl PixelMixture {
         let c = Tensor::from_slice(colour).to_kind(Kind::Float).view([1, -1, 1, 1]);
         Ok(PixelMixture { colour: c, on, sigma, event: event.to_vec() })
     }
+
+    /// The same mixture at another noise level σ > 0.
+    pub fn at(&self, sigma: f64) -> Result<Self> {
+        let colour = Vec::<f64>::try_from(self.colour.to_kind(Kind::Double).flatten(0, -1))?;
+        PixelMixture::new(&colour, self.on, sigma, &self.event)
+    }
 }
 
 impl EnergyModel for PixelMixture {
@@ -114,6 +123,9 @@ impl EnergyModel for PixelMixture {
     }
     fn event_shape(&self) -> Vec<i64> {
         self.event.clone()
+    }
+    fn at_noise(&self, sigma: f64) -> Result<Box<dyn EnergyModel + '_>> {
+        Ok(Box::new(self.at(sigma)?))
     }
 }
 

@@ -18,12 +18,21 @@ pub use empirical::{EmpiricalChannelSum, PixelMixture};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use product::ProductOfExperts;
 
-use crate::error::{EbmError, Result};
+use crate::batch::Batch;
+use crate::error::{invalid, Result};
 use tch::Tensor;
 
-/// An unnormalised log-density `f(x)`.
+use crate::check::check_input;
+/// An unnormalised log-density `f(x)`, optionally conditioned on a label `y ∈ {0, …, L-1}` and a noise
+/// level σ: `f(x | y; σ)`.
+///
+/// One trait for every model: an unconditional model is the one-label case (it has no label names and
+/// ignores labels and σ); a conditional model overrides [`EnergyModel::f_given`] and
+/// [`EnergyModel::label_names`]; a noise-conditional model also reads σ and gives its view at one noise level
+/// through [`EnergyModel::at_noise`] (what annealed samplers run). The adapters in [`conditional`] fix a label
+/// or a noise level and give back an ordinary model.
 pub trait EnergyModel {
-    /// The unnormalised log-density.
+    /// The unnormalised log-density (for a conditional model: its label-free reading, see its docs).
     ///
     /// # Shapes
     /// `x: [B, *event_shape]` → `[B]`.
@@ -38,6 +47,52 @@ pub trait EnergyModel {
         Vec::new()
     }
 
+    /// `f(x | y; σ)`: with a label per sample and a noise level per sample. Unconditional models ignore
+    /// both (the default).
+    ///
+    /// # Shapes
+    /// `x: [B, *event]`, `labels: [B]` (int64), `sigma: [B]` → `[B]`.
+    fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
+        let _ = (labels, sigma);
+        self.f(x)
+    }
+
+    /// `f` on a batch, with the batch's labels and noise levels.
+    ///
+    /// # Shapes
+    /// `batch.x: [B, *event]` → `[B]`.
+    fn f_batch(&self, batch: &Batch) -> Tensor {
+        self.f_given(&batch.x, batch.labels.as_ref(), batch.sigma.as_ref())
+    }
+
+    /// The names of the labels, in label order; empty for an unconditional model (one implicit label).
+    fn label_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The number of labels L (1 for an unconditional model).
+    fn num_labels(&self) -> i64 {
+        (self.label_names().len() as i64).max(1)
+    }
+
+    /// The label called `name`, or an error listing the names.
+    fn label_of(&self, name: &str) -> Result<i64> {
+        let names = self.label_names();
+        names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as i64)
+            .ok_or_else(|| invalid("label", format!("unknown label '{name}'; known labels: {}", names.join(", "))))
+    }
+
+    /// The model at noise level σ > 0 read as `f_σ` (already divided by σ, so that its score is the score
+    /// of the data blurred by `N(0, σ²)`), for noise-conditional models and their compositions; an error
+    /// for the others.
+    fn at_noise(&self, sigma: f64) -> Result<Box<dyn EnergyModel + '_>> {
+        let _ = sigma;
+        Err(invalid("model", "is not noise-conditional: it has no view at a noise level (annealed sampling needs one)"))
+    }
+
     /// Checked version of [`EnergyModel::f`]: rejects a wrong shape or non-finite input.
     ///
     /// # Shapes
@@ -48,52 +103,36 @@ pub trait EnergyModel {
     }
 }
 
-impl<T: EnergyModel + ?Sized> EnergyModel for &T {
-    fn f(&self, x: &Tensor) -> Tensor {
-        (**self).f(x)
-    }
-    fn event_shape(&self) -> Vec<i64> {
-        (**self).event_shape()
-    }
-    fn parameters(&self) -> Vec<Tensor> {
-        (**self).parameters()
-    }
-}
-
-impl<T: EnergyModel + ?Sized> EnergyModel for Box<T> {
-    fn f(&self, x: &Tensor) -> Tensor {
-        (**self).f(x)
-    }
-    fn event_shape(&self) -> Vec<i64> {
-        (**self).event_shape()
-    }
-    fn parameters(&self) -> Vec<Tensor> {
-        (**self).parameters()
-    }
-}
-
-/// Checks that `x` has shape `[B, *event]` with `B ≥ 1` and only finite values.
-pub fn check_input(event: &[i64], x: &Tensor, what: &str) -> Result<()> {
-    let size = x.size();
-    let ok = size.len() == event.len() + 1 && size[0] >= 1 && size[1..] == *event;
-    if !ok {
-        let mut expected = String::from("[B");
-        for d in event {
-            expected.push_str(&format!(", {d}"));
+macro_rules! forward_energy_model {
+    ($ty:ty) => {
+        impl<T: EnergyModel + ?Sized> EnergyModel for $ty {
+            fn f(&self, x: &Tensor) -> Tensor {
+                (**self).f(x)
+            }
+            fn event_shape(&self) -> Vec<i64> {
+                (**self).event_shape()
+            }
+            fn parameters(&self) -> Vec<Tensor> {
+                (**self).parameters()
+            }
+            fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
+                (**self).f_given(x, labels, sigma)
+            }
+            fn label_names(&self) -> Vec<String> {
+                (**self).label_names()
+            }
+            fn num_labels(&self) -> i64 {
+                (**self).num_labels()
+            }
+            fn at_noise(&self, sigma: f64) -> Result<Box<dyn EnergyModel + '_>> {
+                (**self).at_noise(sigma)
+            }
         }
-        expected.push(']');
-        return Err(EbmError::Shape { what: what.to_string(), expected, got: size });
-    }
-    check_finite(x, what)
+    };
 }
 
-/// Errors if `x` contains NaN or ±Inf.
-pub fn check_finite(x: &Tensor, what: &str) -> Result<()> {
-    if x.numel() > 0 && !bool::try_from(x.isfinite().all())? {
-        return Err(EbmError::NonFinite(what.to_string()));
-    }
-    Ok(())
-}
+forward_energy_model!(&T);
+forward_energy_model!(Box<T>);
 
 /// Sets `requires_grad` on a model's parameters to `false` for as long as the guard lives,
 /// then restores each one's previous flag. Used by samplers so that no parameter gradients are built.

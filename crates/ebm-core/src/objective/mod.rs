@@ -3,13 +3,19 @@
 //! - [`contrastive`]: maximum likelihood by contrastive divergence, with negatives from CD-k, persistent
 //!   chains or the IGEBM replay buffer.
 //! - [`score_matching`]: Hyvärinen score matching (exact trace, Hutchinson/sliced), and denoising SM.
+//! - [`noise_dsm`]: denoising score matching over a ladder of noise levels for noise-conditional models.
+//!
+//! Conditional models train through the same objectives: the batch carries the labels.
 
 pub mod contrastive;
+pub mod noise_dsm;
 pub mod score_matching;
 
 pub use contrastive::{Contrastive, ContrastiveConfig, Negatives};
+pub use noise_dsm::{balance_lit_pixels, lit_share, NoiseDsm, NoiseDsmConfig, PixelWeights};
 pub use score_matching::{ScoreMatching, SmMethod};
 
+use crate::batch::Batch;
 use crate::energy::EnergyModel;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -26,11 +32,11 @@ pub struct LossOutput {
 
 /// A training objective.
 pub trait Objective {
-    /// The loss on one batch of data.
+    /// The loss on one batch of data (with its labels, for conditional models).
     ///
     /// # Shapes
-    /// `batch: [B, *event]` → `loss: []`.
-    fn loss(&mut self, m: &dyn EnergyModel, batch: &Tensor) -> Result<LossOutput>;
+    /// `batch.x: [B, *event]` → `loss: []`.
+    fn loss(&mut self, m: &dyn EnergyModel, batch: &Batch) -> Result<LossOutput>;
 
     /// Short name, e.g. `"pcd"` or `"sm_exact"`.
     fn name(&self) -> String;
@@ -43,6 +49,16 @@ pub trait Objective {
     /// Restores what [`Objective::state`] returned.
     fn load_state(&mut self, _state: Tensor) -> Result<()> {
         Ok(())
+    }
+
+    /// The current negative samples of label `label` (0 for an unconditional model) of an objective that
+    /// keeps chains (persistent chains, replay buffers), e.g. to show them while training; `None` otherwise.
+    ///
+    /// # Shapes
+    /// → `[N, *event]`.
+    fn chains(&self, label: i64) -> Option<Tensor> {
+        let _ = label;
+        None
     }
 }
 
@@ -58,14 +74,17 @@ pub enum ObjectiveConfig {
         /// The variant.
         method: SmMethod,
     },
+    /// Denoising score matching over noise levels (noise-conditional models).
+    NoiseDsm(NoiseDsmConfig),
 }
 
 impl ObjectiveConfig {
-    /// Validates and builds the objective for a model with the given event shape.
-    pub fn build(&self, event: &[i64], device: Device) -> Result<Box<dyn Objective>> {
+    /// Validates and builds the objective for `model` (its event shape and number of labels).
+    pub fn build(&self, model: &dyn EnergyModel, device: Device) -> Result<Box<dyn Objective>> {
         Ok(match self {
-            ObjectiveConfig::Contrastive(c) => Box::new(Contrastive::new(c.clone(), event, device)?),
+            ObjectiveConfig::Contrastive(c) => Box::new(Contrastive::new(c.clone(), model, device)?),
             ObjectiveConfig::ScoreMatching { method } => Box::new(ScoreMatching::new(method.clone())?),
+            ObjectiveConfig::NoiseDsm(c) => Box::new(NoiseDsm::new(c.clone())?),
         })
     }
 }

@@ -10,7 +10,9 @@
 
 use super::{LossOutput, Objective};
 use crate::autograd::{hessian_trace_exact, hessian_trace_hutchinson, score_unchecked, Probe};
-use crate::energy::{check_input, EnergyModel};
+use crate::batch::Batch;
+use crate::check::check_input;
+use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -118,8 +120,8 @@ impl ScoreMatching {
 }
 
 impl Objective for ScoreMatching {
-    fn loss(&mut self, m: &dyn EnergyModel, batch: &Tensor) -> Result<LossOutput> {
-        let (terms, grad) = self.per_sample(m, batch, true)?;
+    fn loss(&mut self, m: &dyn EnergyModel, batch: &Batch) -> Result<LossOutput> {
+        let (terms, grad) = self.per_sample(m, &batch.x, true)?;
         let loss = terms.mean(Kind::Float);
         let b = grad.size()[0];
         let gn = tch::no_grad(|| grad.reshape([b, -1]).norm_scalaropt_dim(2.0, [1], false).mean(Kind::Double));

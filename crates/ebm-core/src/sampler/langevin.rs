@@ -4,9 +4,9 @@
 //! noise apart (e.g. λ = 10, σ = 0.005); that samples `exp(f / T)` with the implied temperature
 //! `T = σ² / (2λ)`, reported by [`LangevinConfig::temperature`].
 
-use super::{check_start, mean_f64, mean_norm, SampleOutput, Sampler, StepDiag};
+use super::{Chain, Sampler, StepDiag};
 use crate::autograd::score_unchecked;
-use crate::energy::{EnergyModel, FrozenParams};
+use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -96,14 +96,15 @@ impl Langevin {
         &self.cfg
     }
 
-    /// One step from `x` (no checks, parameters assumed frozen): returns `(x_next, x_mean)`.
+    /// One step from `x` (no checks, parameters assumed frozen): returns `(x_next, x_mean)`, and pushes
+    /// the diagnostics of `x` onto `diag` when given.
     ///
     /// # Shapes
     /// `x: [B, *event]` → two `[B, *event]`.
-    pub fn step(&self, m: &dyn EnergyModel, x: &Tensor, diag: Option<&mut Vec<StepDiag>>) -> (Tensor, Tensor) {
+    pub fn step_from(&self, m: &dyn EnergyModel, x: &Tensor, diag: Option<&mut Vec<StepDiag>>) -> (Tensor, Tensor) {
         let s = score_unchecked(m, x, false);
         if let Some(d) = diag {
-            d.push(StepDiag { mean_f: mean_f64(&s.f), mean_grad_norm: mean_norm(&s.grad) });
+            d.push(StepDiag::of(&s.f, &s.grad));
         }
         tch::no_grad(|| {
             let mut g = s.grad;
@@ -123,17 +124,18 @@ impl Langevin {
 }
 
 impl Sampler for Langevin {
-    fn run(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<SampleOutput> {
-        check_start(m, x0)?;
-        let _frozen = FrozenParams::new(m);
-        let mut trace = Vec::new();
-        let mut x = x0.detach();
-        let mut x_mean = x.shallow_clone();
-        for _ in 0..n_steps {
-            let diag = self.cfg.record.then_some(&mut trace);
-            (x, x_mean) = self.step(m, &x, diag);
-        }
-        Ok(SampleOutput { x, x_mean, acceptance: None, trace })
+    fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
+        let diag = chain.record.then_some(&mut chain.trace);
+        (chain.x, chain.x_mean) = self.step_from(m, &chain.x, diag);
+        Ok(())
+    }
+
+    fn records(&self) -> bool {
+        self.cfg.record
+    }
+
+    fn name(&self) -> &'static str {
+        "langevin"
     }
 }
 

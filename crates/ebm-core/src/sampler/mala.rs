@@ -2,9 +2,9 @@
 //! probability `min(1, exp(f(y) - f(x) + log q(x|y) - log q(y|x)))`, `log q(y|x) = -‖y - x - ε∇f(x)‖² / 4ε`.
 //! Unlike unadjusted Langevin it leaves `exp(f)` exactly invariant, at any step size.
 
-use super::{check_start, mean_f64, mean_norm, SampleOutput, Sampler, StepDiag};
+use super::{Chain, Sampler, StepDiag};
 use crate::autograd::score_unchecked;
-use crate::energy::{EnergyModel, FrozenParams};
+use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -47,42 +47,50 @@ fn sq_norm(t: &Tensor) -> Tensor {
 }
 
 impl Sampler for Mala {
-    fn run(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<SampleOutput> {
-        check_start(m, x0)?;
-        let _frozen = FrozenParams::new(m);
+    fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
         let eps = self.cfg.step_size;
         let noise = (2.0 * eps).sqrt();
-        let mut cur = score_unchecked(m, &x0.detach(), false);
-        let mut x = cur.x.detach();
-        let mut accepted = 0.0;
-        let mut trace = Vec::new();
+        let (cur_f, cur_grad) = match chain.cache.take() {
+            Some(c) => c,
+            None => {
+                let s = score_unchecked(m, &chain.x, false);
+                chain.x = s.x.detach();
+                (s.f, s.grad)
+            }
+        };
+        if chain.record {
+            chain.trace.push(StepDiag::of(&cur_f, &cur_grad));
+        }
+        let x = &chain.x;
         let b = x.size()[0];
         let mut bshape = vec![b];
         bshape.extend(std::iter::repeat_n(1, x.dim() - 1));
-        for _ in 0..n_steps {
-            if self.cfg.record {
-                trace.push(StepDiag { mean_f: mean_f64(&cur.f), mean_grad_norm: mean_norm(&cur.grad) });
-            }
-            let y = tch::no_grad(|| &x + &cur.grad * eps + x.randn_like() * noise);
-            let prop = score_unchecked(m, &y, false);
-            let y = prop.x.detach();
-            let (accept, next_x) = tch::no_grad(|| {
-                let fwd = sq_norm(&(&y - &x - &cur.grad * eps)) * (-1.0 / (4.0 * eps));
-                let bwd = sq_norm(&(&x - &y - &prop.grad * eps)) * (-1.0 / (4.0 * eps));
-                let log_alpha = &prop.f - &cur.f + bwd - fwd;
-                let u = log_alpha.rand_like().log();
-                let accept = u.lt_tensor(&log_alpha);
-                let a = accept.view(bshape.as_slice());
-                (accept, y.where_self(&a, &x))
-            });
-            accepted += f64::try_from(accept.to_kind(Kind::Double).sum(Kind::Double))?;
+        let y = tch::no_grad(|| x + &cur_grad * eps + x.randn_like() * noise);
+        let prop = score_unchecked(m, &y, false);
+        let y = prop.x.detach();
+        let (accept, next_x) = tch::no_grad(|| {
+            let fwd = sq_norm(&(&y - x - &cur_grad * eps)) * (-1.0 / (4.0 * eps));
+            let bwd = sq_norm(&(x - &y - &prop.grad * eps)) * (-1.0 / (4.0 * eps));
+            let log_alpha = &prop.f - &cur_f + bwd - fwd;
+            let u = log_alpha.rand_like().log();
+            let accept = u.lt_tensor(&log_alpha);
             let a = accept.view(bshape.as_slice());
-            cur.grad = prop.grad.where_self(&a, &cur.grad);
-            cur.f = prop.f.where_self(&accept, &cur.f);
-            x = next_x;
-        }
-        let acceptance = (n_steps > 0).then(|| accepted / (n_steps as f64 * b as f64));
-        Ok(SampleOutput { x_mean: x.shallow_clone(), x, acceptance, trace })
+            (accept, y.where_self(&a, x))
+        });
+        chain.count_moves(f64::try_from(accept.to_kind(Kind::Double).sum(Kind::Double))?, b as f64);
+        let a = accept.view(bshape.as_slice());
+        chain.cache = Some((prop.f.where_self(&accept, &cur_f), prop.grad.where_self(&a, &cur_grad)));
+        chain.x_mean = next_x.shallow_clone();
+        chain.x = next_x;
+        Ok(())
+    }
+
+    fn records(&self) -> bool {
+        self.cfg.record
+    }
+
+    fn name(&self) -> &'static str {
+        "mala"
     }
 }
 

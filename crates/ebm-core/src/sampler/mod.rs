@@ -1,15 +1,18 @@
-//! MCMC samplers for `p(x) ∝ exp(f(x))`: Langevin (two parameterisations), MALA, and the replay buffer
-//! that IGEBM-style training draws its chains from.
+//! MCMC samplers for `p(x) ∝ exp(f(x))`: Langevin (two parameterisations), MALA, annealed Langevin over
+//! noise levels, and the replay buffer that IGEBM-style training draws its chains from.
 
+pub mod annealed;
 pub mod buffer;
 pub mod langevin;
 pub mod mala;
 
+pub use annealed::{AnnealedConfig, AnnealedLangevin, NoiseScales};
 pub use buffer::{BufferBatch, BufferConfig, ReplayBuffer};
 pub use langevin::{Langevin, LangevinConfig};
 pub use mala::{Mala, MalaConfig};
 
-use crate::energy::{check_input, EnergyModel};
+use crate::check::check_input;
+use crate::energy::{EnergyModel, FrozenParams};
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -23,6 +26,13 @@ pub struct StepDiag {
     pub mean_grad_norm: f64,
 }
 
+impl StepDiag {
+    /// The diagnostics of a state from its `f: [B]` and `∇ₓf: [B, *event]` (one host sync).
+    pub fn of(f: &Tensor, grad: &Tensor) -> Self {
+        StepDiag { mean_f: mean_f64(f), mean_grad_norm: mean_norm(grad) }
+    }
+}
+
 /// What a sampler returns after `n` steps.
 #[derive(Debug)]
 pub struct SampleOutput {
@@ -31,20 +41,134 @@ pub struct SampleOutput {
     /// The noise-free mean of the last step (`x + λ∇f` before noise), `[B, *event]`: often a cleaner
     /// picture of the chain for images.
     pub x_mean: Tensor,
-    /// MALA's acceptance rate over all steps and chains; `None` for unadjusted Langevin.
+    /// Acceptance rate over all steps and chains of a Metropolis-corrected sampler; `None` otherwise.
     pub acceptance: Option<f64>,
     /// Per-step diagnostics, when the sampler was asked to record them.
     pub trace: Vec<StepDiag>,
 }
 
-/// A Markov chain sampler targeting `exp(f)`.
+/// The state of a batch of chains between steps: what [`Sampler::step`] reads and advances.
+#[derive(Debug)]
+pub struct Chain {
+    /// The current states, `[B, *event]`, detached.
+    pub x: Tensor,
+    /// The noise-free mean of the last step (`x` itself before the first step).
+    pub x_mean: Tensor,
+    /// Steps taken so far (samplers whose step depends on time, e.g. annealed Langevin, read it).
+    pub t: usize,
+    /// Record a [`StepDiag`] at every step while set.
+    pub record: bool,
+    /// The recorded diagnostics.
+    pub trace: Vec<StepDiag>,
+    /// `(accepted, proposed)` chain moves of a Metropolis-corrected sampler.
+    pub moves: Option<(f64, f64)>,
+    /// `f` and `∇ₓf` at `x`, kept by samplers that reuse them at the next step (MALA).
+    pub cache: Option<(Tensor, Tensor)>,
+}
+
+impl Chain {
+    /// Chains starting at `x0` (detached).
+    pub fn new(x0: &Tensor) -> Self {
+        let x = x0.detach();
+        Chain { x_mean: x.shallow_clone(), x, t: 0, record: false, trace: Vec::new(), moves: None, cache: None }
+    }
+
+    /// Counts Metropolis decisions.
+    pub fn count_moves(&mut self, accepted: f64, proposed: f64) {
+        let (a, p) = self.moves.unwrap_or((0.0, 0.0));
+        self.moves = Some((a + accepted, p + proposed));
+    }
+
+    /// The chain's result.
+    pub fn into_output(self) -> SampleOutput {
+        let acceptance = self.moves.and_then(|(a, p)| (p > 0.0).then(|| a / p));
+        SampleOutput { x: self.x, x_mean: self.x_mean, acceptance, trace: self.trace }
+    }
+}
+
+/// A Markov chain sampler targeting `exp(f)`, defined by one transition; [`Sampler::run`] is the one
+/// loop that every sampler shares. A new sampler implements [`Sampler::step`] (and [`Sampler::finish`] when
+/// it ends with a special step) and is usable at once for final sampling and for contrastive training.
 pub trait Sampler {
-    /// Runs `n_steps` steps from `x0` and returns the final states. The model's parameters are frozen
-    /// while it runs (no parameter gradients are built) and restored after.
+    /// Advances `chain` by one transition (no input checks; the model's parameters are already frozen).
+    /// Pushes a [`StepDiag`] of the state before the step onto `chain.trace` when `chain.record` is set.
+    ///
+    /// # Shapes
+    /// `chain.x: [B, *event]` stays `[B, *event]`.
+    fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()>;
+
+    /// Ends a run (e.g. a final denoising step); nothing by default.
+    fn finish(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
+        let _ = (m, chain);
+        Ok(())
+    }
+
+    /// Whether [`Sampler::run`] records per-step diagnostics (the sampler's `record` setting).
+    fn records(&self) -> bool {
+        false
+    }
+
+    /// Short name, e.g. `"langevin"`.
+    fn name(&self) -> &'static str;
+
+    /// `n` transitions of `chain` (no checks, parameters assumed frozen).
+    fn advance(&self, m: &dyn EnergyModel, chain: &mut Chain, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.step(m, chain)?;
+            chain.t += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs `n_steps` steps from `x0` and returns the final states. The start is checked, and the model's
+    /// parameters are frozen while it runs (no parameter gradients are built) and restored after.
     ///
     /// # Shapes
     /// `x0: [B, *event]` → `x, x_mean: [B, *event]`.
-    fn run(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<SampleOutput>;
+    fn run(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<SampleOutput> {
+        check_start(m, x0)?;
+        let _frozen = FrozenParams::new(m);
+        let mut chain = Chain::new(x0);
+        chain.record = self.records();
+        self.advance(m, &mut chain, n_steps)?;
+        self.finish(m, &mut chain)?;
+        Ok(chain.into_output())
+    }
+}
+
+/// Which sampler to use; `build()` turns it into a [`Sampler`]. Adding a sampler is one new file plus one
+/// arm here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SamplerConfig {
+    /// Unadjusted Langevin.
+    Langevin(LangevinConfig),
+    /// Metropolis-adjusted Langevin.
+    Mala(MalaConfig),
+    /// Annealed Langevin over noise levels (noise-conditional models).
+    Annealed(AnnealedConfig),
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig::Langevin(LangevinConfig::default())
+    }
+}
+
+impl SamplerConfig {
+    /// Validates and builds the sampler.
+    pub fn build(&self) -> Result<Box<dyn Sampler>> {
+        Ok(match self {
+            SamplerConfig::Langevin(c) => Box::new(Langevin::new(c.clone())?),
+            SamplerConfig::Mala(c) => Box::new(Mala::new(c.clone())?),
+            SamplerConfig::Annealed(c) => Box::new(AnnealedLangevin::new(c.clone())?),
+        })
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<()> {
+        self.build().map(|_| ())
+    }
 }
 
 /// Initial states of chains.
@@ -129,5 +253,45 @@ pub(crate) mod test_util {
         let c = &x - &mean;
         let cov = c.transpose(0, 1).matmul(&c) / (x.size()[0] - 1) as f64;
         (Vec::<f64>::try_from(mean).unwrap(), Vec::<f64>::try_from(cov.flatten(0, -1)).unwrap())
+    }
+
+    /// `f(x | y; σ) = -½ σ (x - θ_y)² / (s² + σ²)` in 1-D (σ = 0 without a σ): `f/σ` is exactly the
+    /// log-density of the data `N(θ_y, s²)` blurred by `N(0, σ²)`, so it is the minimiser of noise-conditional
+    /// DSM, and annealed Langevin on it ends at the data. Without labels, the label marginal.
+    pub struct Blurred {
+        pub theta: Vec<f64>,
+        pub s2: f64,
+    }
+
+    impl EnergyModel for Blurred {
+        fn f(&self, x: &Tensor) -> Tensor {
+            self.f_given(x, None, None)
+        }
+        fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
+            let b = x.size()[0];
+            let s = match sigma {
+                Some(s) => s.to_kind(x.kind()),
+                None => Tensor::zeros([b], (x.kind(), x.device())),
+            };
+            let at = |labels: &Tensor| {
+                let th = Tensor::from_slice(&self.theta).to_kind(x.kind()).index_select(0, labels);
+                (x.squeeze_dim(1) - th).square() * &s * -0.5 / (s.square() + self.s2)
+            };
+            match labels {
+                Some(l) => at(l),
+                None => {
+                    let per: Vec<Tensor> = (0..self.theta.len() as i64)
+                        .map(|l| at(&Tensor::full([b], l, (Kind::Int64, x.device()))))
+                        .collect();
+                    Tensor::stack(&per, 1).logsumexp([1i64], false) - (self.theta.len() as f64).ln()
+                }
+            }
+        }
+        fn label_names(&self) -> Vec<String> {
+            (0..self.theta.len()).map(|i| ((b'a' + i as u8) as char).to_string()).collect()
+        }
+        fn event_shape(&self) -> Vec<i64> {
+            vec![1]
+        }
     }
 }

@@ -14,7 +14,8 @@ use ebm_core::autograd::{hessian_trace_exact, hessian_trace_hutchinson, Probe};
 use ebm_core::energy::{Activation, ConvConfig, ConvEnergy, EnergyModel, Mlp, MlpConfig};
 use ebm_core::objective::{Contrastive, ContrastiveConfig, Negatives, Objective, ScoreMatching, SmMethod};
 use ebm_core::optim::{Adam, AdamConfig};
-use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Sampler};
+use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Sampler, SamplerConfig};
+use ebm_core::Batch;
 use serde_json::{json, Value};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -219,13 +220,13 @@ fn run_w1(cli: &Cli) -> Result<()> {
                 init: Init::Uniform { low: -4.0, high: 4.0 },
             }),
             k: 20,
-            langevin: LangevinConfig::seed_form(0.01),
+            sampler: SamplerConfig::Langevin(LangevinConfig::seed_form(0.01)),
             alpha: 0.1,
         };
-        let mut obj = Contrastive::new(cfg, &[2], Device::Cpu)?;
+        let mut obj = Contrastive::new(cfg, &model, Device::Cpu)?;
         let mut adam = Adam::new(AdamConfig { lr: 1e-3, ..Default::default() }, named_params(&vs))?;
         let secs = time_it(cli.warmup, cli.iters, || {
-            let pos = eight_gaussians(&c, 256);
+            let pos = Batch::new(eight_gaussians(&c, 256));
             let out = obj.loss(&model, &pos)?;
             let loss = f64::try_from(&out.loss)?;
             if !loss.is_finite() {
@@ -254,13 +255,14 @@ fn run_w1(cli: &Cli) -> Result<()> {
 /// with the replay buffer), the loss without its negatives (two forwards and one backward), the Adam
 /// step alone. Each emits a `pcd_part:<name>` line.
 fn w1_breakdown(cli: &Cli, r: usize, model: &Mlp, obj: &mut Contrastive, adam: &mut Adam, c: &Tensor) -> Result<()> {
-    let pos = eight_gaussians(c, 256);
+    let batch = Batch::new(eight_gaussians(c, 256));
+    let pos = batch.x.shallow_clone();
     let secs = time_it(2, cli.iters, || {
-        let _ = obj.negatives(model, &pos)?;
+        let _ = obj.negatives(model, &batch)?;
         Ok(())
     })?;
     emit(timing("w1", "pcd_part:negatives", r, cli.iters, secs, 1.0, "it/s"));
-    let (neg, _) = obj.negatives(model, &pos)?;
+    let (neg, _) = obj.negatives(model, &batch)?;
     let secs = time_it(2, cli.iters, || {
         let f_pos = model.f(&pos);
         let f_neg = model.f(&neg);
@@ -334,7 +336,7 @@ fn run_w2(cli: &Cli) -> Result<()> {
                 let mut sm = ScoreMatching::new(method.sm())?;
                 let (n, warm) = w2_iters(method, d, cli.iters, cli.warmup, cli.exact_budget);
                 let secs = time_it(warm, n, || {
-                    let out = sm.loss(&model, &x)?;
+                    let out = sm.loss(&model, &Batch::new(x.shallow_clone()))?;
                     let loss = f64::try_from(&out.loss)?;
                     if !loss.is_finite() {
                         bail!("W2 loss is {loss}");

@@ -3,12 +3,11 @@
 
 use anyhow::Result;
 use clap::Parser;
-use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig, Outcome, RunOptions};
+use experiments::cd_vs_sm::{default_config_path, run, CdVsSmConfig, Method};
+use experiments::common::{stop_on_signals, RunOptions};
 use experiments::config;
 use experiments::CommonArgs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// CD-k vs persistent CD vs score matching, side by side, on 2-D densities with exact answers.
 #[derive(Parser, Debug)]
@@ -22,7 +21,7 @@ struct Cli {
     datasets: Option<Vec<String>>,
     /// Methods, comma separated: cd1, cdk, pcd, replay, sm_exact, sm_hutchinson, sm_sliced, dsm.
     #[arg(long, value_delimiter = ',')]
-    methods: Option<Vec<String>>,
+    methods: Option<Vec<Method>>,
     /// Parameter updates per method.
     #[arg(long)]
     iters: Option<usize>,
@@ -51,30 +50,9 @@ fn main() -> Result<()> {
         cfg.train.iters = v;
     }
     cli.common.apply(&mut cfg);
-    // Ctrl-C / SIGTERM: finish the current update, checkpoint, flush, exit non-zero.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nebm-rs: second interrupt, exiting now");
-            std::process::exit(130);
-        }
-        eprintln!("\nebm-rs: interrupt received; finishing the current update and writing a checkpoint");
-    })?;
-    let opts = RunOptions { resume: cli.resume, stop: Some(stop) };
-    match run(&cfg, &opts)? {
-        Outcome::Done(dir, rows) => {
-            eprintln!("ebm-rs: {} runs done; results in {}", rows.len(), dir.display());
-            eprintln!("        view the curves with: just tensorboard   (then open http://127.0.0.1:6006)");
-            Ok(())
-        }
-        Outcome::Interrupted { dir, at, step } => {
-            eprintln!(
-                "ebm-rs: interrupted during {at} after update {step}; a checkpoint was written.\n        \
-                 resume with: just run exp_cd_vs_sm --resume {}",
-                dir.display()
-            );
-            std::process::exit(130);
-        }
-    }
+    let opts = RunOptions { resume: cli.resume, stop: Some(stop_on_signals()?) };
+    let (dir, rows) = run(&cfg, &opts)?.or_exit("exp_cd_vs_sm");
+    eprintln!("ebm-rs: {} runs done; results in {}", rows.len(), dir.display());
+    eprintln!("        view the curves with: just tensorboard   (then open http://127.0.0.1:6006)");
+    Ok(())
 }

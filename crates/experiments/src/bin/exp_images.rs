@@ -4,8 +4,9 @@
 use anyhow::Result;
 use clap::Parser;
 use ebm_core::data::images::OnBadImage;
+use experiments::common::{stop_on_signals, RunOptions};
 use experiments::config;
-use experiments::images::{default_config_path, run, ImagesConfig};
+use experiments::images::{default_config_path, run, ImageMethod, ImagesConfig};
 use experiments::CommonArgs;
 use std::path::PathBuf;
 
@@ -23,13 +24,13 @@ struct Cli {
     dataset: Option<String>,
     /// Method: replay (replay buffer), cdk (CD-k from data) or dsm (denoising score matching).
     #[arg(long)]
-    method: Option<String>,
+    method: Option<ImageMethod>,
     /// Parameter updates.
     #[arg(long)]
     iters: Option<usize>,
-    /// Continue from a checkpoint (a run folder or checkpoint folder); with --iters at or below its step it
-    /// only samples and evaluates the trained model.
-    #[arg(long)]
+    /// Continue an interrupted run from its folder (its config.toml is used; only --device and --threads
+    /// may change); a finished run is only sampled and evaluated again.
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with_all = ["config", "dataset", "method", "iters", "seed", "out", "run_name", "quick", "set"])]
     resume: Option<PathBuf>,
     /// Files in an image folder that are not readable images: skip them (with a warning) or stop with an error.
     #[arg(long, value_name = "skip|error")]
@@ -40,7 +41,10 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let path = cli.config.clone().or_else(default_config_path);
+    let path = match &cli.resume {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => cli.config.clone().or_else(default_config_path),
+    };
     let mut cfg: ImagesConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.dataset {
         cfg.data.dataset = v;
@@ -51,14 +55,12 @@ fn main() -> Result<()> {
     if let Some(v) = cli.iters {
         cfg.train.iters = v;
     }
-    if cli.resume.is_some() {
-        cfg.resume = cli.resume;
-    }
     if let Some(v) = cli.on_bad_image {
         cfg.data.folder.on_bad_image = v;
     }
     cli.common.apply(&mut cfg);
-    let (dir, report) = run(&cfg)?;
+    let opts = RunOptions { resume: cli.resume, stop: Some(stop_on_signals()?) };
+    let (dir, report) = run(&cfg, &opts)?.or_exit("exp_images");
     eprintln!("ebm-rs: done in {:.1}s; samples in {}", report.total_seconds, report.samples_png.display());
     eprintln!("        results: {}/metrics.json and results.md", dir.display());
     eprintln!("        view the curves and grids with: just tensorboard   (then open http://127.0.0.1:6006)");

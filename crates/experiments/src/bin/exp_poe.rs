@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use clap::Parser;
+use experiments::common::{stop_on_signals, RunOptions};
 use experiments::config;
 use experiments::poe::{default_config_path, run, PoeConfig};
 use experiments::CommonArgs;
@@ -28,13 +29,20 @@ struct Cli {
     /// Skip the image part.
     #[arg(long)]
     no_images: bool,
+    /// Continue an interrupted run from its folder (its config.toml is used; only --device and --threads
+    /// may change): finished models are kept, a model with a checkpoint continues from it.
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with_all = ["config", "expressions", "targets", "no_2d", "no_images", "seed", "out", "run_name", "quick", "set"])]
+    resume: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let path = cli.config.clone().or_else(default_config_path);
+    let path = match &cli.resume {
+        Some(dir) => Some(dir.join("config.toml")),
+        None => cli.config.clone().or_else(default_config_path),
+    };
     let mut cfg: PoeConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.expressions {
         cfg.toy.expressions = v.into_iter().map(|s| s.trim().to_string()).collect();
@@ -49,7 +57,8 @@ fn main() -> Result<()> {
         cfg.images.enabled = false;
     }
     cli.common.apply(&mut cfg);
-    let (dir, res) = run(&cfg)?;
+    let opts = RunOptions { resume: cli.resume, stop: Some(stop_on_signals()?) };
+    let (dir, res) = run(&cfg, &opts)?.or_exit("exp_poe");
     eprintln!("ebm-rs: exp_poe done in {:.1} s; results in {}", res.total_seconds, dir.display());
     eprintln!("        view the curves and samples with: just tensorboard   (then open http://127.0.0.1:6006)");
     Ok(())

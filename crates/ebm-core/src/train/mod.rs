@@ -4,17 +4,25 @@
 //! Determinism: libtorch's RNG is re-seeded from `(seed, step)` at the start of every step, so a run
 //! resumed from a checkpoint at step `s` draws exactly the random numbers the uninterrupted run drew.
 
+mod checkpoint;
+mod data;
+mod sink;
+
+pub use checkpoint::list_checkpoints;
+pub use data::{DataSource, LabelledData, TensorData};
+pub use sink::{MemorySink, MetricsSink, SinkError, SinkResult};
+
+use crate::batch::Batch;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, io_err, EbmError, Result};
 use crate::objective::Objective;
 use crate::optim::{Adam, AdamConfig, Ema};
-use ebm_log::MetricsSink;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// What to do when the loss or the energies become non-finite.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,41 +121,6 @@ impl TrainConfig {
     }
 }
 
-/// Where training batches come from.
-pub trait DataSource {
-    /// A batch of `n` samples `[n, *event]` (on the model's device).
-    fn batch(&mut self, n: usize) -> Result<Tensor>;
-}
-
-/// Batches of rows drawn uniformly with replacement (libtorch's RNG) from a tensor `[N, *event]`.
-#[derive(Debug)]
-pub struct TensorData {
-    data: Tensor,
-}
-
-impl TensorData {
-    /// Wraps a non-empty, finite data tensor `[N, *event]`.
-    pub fn new(data: Tensor) -> Result<Self> {
-        if data.dim() < 2 || data.size()[0] == 0 {
-            return Err(invalid("data", format!("need a non-empty [N, ...] tensor, got shape {:?}", data.size())));
-        }
-        crate::energy::check_finite(&data, "training data")?;
-        Ok(TensorData { data })
-    }
-
-    /// The wrapped tensor.
-    pub fn data(&self) -> &Tensor {
-        &self.data
-    }
-}
-
-impl DataSource for TensorData {
-    fn batch(&mut self, n: usize) -> Result<Tensor> {
-        let idx = Tensor::randint(self.data.size()[0], [n as i64], (Kind::Int64, self.data.device()));
-        Ok(self.data.index_select(0, &idx))
-    }
-}
-
 /// Metrics of one step.
 #[derive(Debug, Clone)]
 pub struct StepReport {
@@ -178,8 +151,9 @@ struct Snapshot {
     objective: Option<Tensor>,
 }
 
-/// Callback for periodic evaluation: `(step, model, sink)`.
-pub type EvalFn<'e> = dyn FnMut(usize, &dyn EnergyModel, &mut dyn MetricsSink) -> Result<()> + 'e;
+/// Callback for periodic evaluation: `(step, model, objective, sink)` (the objective gives access to its
+/// chains, e.g. the replay buffer).
+pub type EvalFn<'e> = dyn FnMut(usize, &dyn EnergyModel, &dyn Objective, &mut dyn MetricsSink) -> Result<()> + 'e;
 
 /// The training loop.
 pub struct Trainer<'a> {
@@ -205,8 +179,6 @@ fn step_seed(seed: u64, step: usize) -> i64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ((z ^ (z >> 31)) >> 1) as i64
 }
-
-const FORMAT: u32 = 1;
 
 impl<'a> Trainer<'a> {
     /// A trainer for `model`, whose trainable parameters live in `vs`.
@@ -271,6 +243,14 @@ impl<'a> Trainer<'a> {
         self.adam.cfg.lr
     }
 
+    /// Makes the EMA weights the model's weights from now on (EMA is then off); nothing when EMA is off.
+    /// Use it once training is done, when the averaged model is the one to keep.
+    pub fn use_ema_weights(&mut self) {
+        if let Some(mut e) = self.ema.take() {
+            e.swap(&self.params);
+        }
+    }
+
     /// Runs `f` with the EMA weights swapped into the model (or the raw weights when EMA is off).
     pub fn with_ema_weights<T>(&mut self, f: impl FnOnce(&dyn EnergyModel) -> T) -> T {
         if let Some(e) = self.ema.as_mut() {
@@ -285,7 +265,7 @@ impl<'a> Trainer<'a> {
 
     /// One update on one batch. Errors with [`EbmError::Diverged`] if the loss or metrics are not finite
     /// (the parameters are then left untouched).
-    pub fn train_step(&mut self, batch: &Tensor) -> Result<StepReport> {
+    pub fn train_step(&mut self, batch: &Batch) -> Result<StepReport> {
         let out = self.objective.loss(self.model, batch)?;
         let loss = f64::try_from(&out.loss)?;
         let next = self.step + 1;
@@ -332,7 +312,7 @@ impl<'a> Trainer<'a> {
             let report = match self.train_step(&batch) {
                 Ok(r) => r,
                 Err(EbmError::Diverged { step, msg }) => {
-                    sink.scalar("train/divergence", step as u64, 1.0).map_err(log_err)?;
+                    sink.scalar("train/divergence", step as u64, 1.0)?;
                     self.handle_divergence(step, msg)?;
                     continue;
                 }
@@ -340,18 +320,18 @@ impl<'a> Trainer<'a> {
             };
             let s = report.step;
             if s % self.cfg.log_every == 0 || s == self.cfg.iters {
-                sink.scalar("train/loss", s as u64, report.loss).map_err(log_err)?;
+                sink.scalar("train/loss", s as u64, report.loss)?;
                 for (k, v) in &report.metrics {
-                    sink.scalar(&format!("train/{k}"), s as u64, *v).map_err(log_err)?;
+                    sink.scalar(&format!("train/{k}"), s as u64, *v)?;
                 }
-                sink.scalar("train/lr", s as u64, self.adam.cfg.lr).map_err(log_err)?;
+                sink.scalar("train/lr", s as u64, self.adam.cfg.lr)?;
             }
             if s % self.cfg.snapshot_every == 0 {
                 self.take_snapshot();
             }
             if let Some(ev) = eval.as_deref_mut() {
                 if (self.cfg.eval_every > 0 && s % self.cfg.eval_every == 0) || s == self.cfg.iters {
-                    ev(s, self.model, sink)?;
+                    ev(s, self.model, self.objective.as_ref(), sink)?;
                 }
             }
             let stop_now = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
@@ -364,7 +344,7 @@ impl<'a> Trainer<'a> {
                 break;
             }
         }
-        sink.flush().map_err(log_err)?;
+        sink.flush()?;
         Ok(TrainOutcome { steps: self.step, interrupted, rollbacks: self.rollbacks, last_checkpoint })
     }
 
@@ -464,158 +444,6 @@ impl<'a> Trainer<'a> {
                 tch::no_grad(|| t.shallow_clone().copy_(src));
             }
         }
-        Ok(())
-    }
-
-    /// Writes a checkpoint for the current step atomically: files go to a temporary folder that is
-    /// fsynced and renamed to `step-NNNNNNNN`; only then are old checkpoints beyond `keep_checkpoints`
-    /// removed. Returns the checkpoint folder.
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let dir = self.ckpt_dir.as_ref().ok_or_else(|| invalid("checkpoint", "no checkpoint folder set"))?;
-        let name = format!("step-{:08}", self.step);
-        let fin = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
-        let result = (|| {
-            let mut tensors = self.state_tensors();
-            if let Some(st) = self.objective.state() {
-                tensors.push(("objective.state".into(), st));
-            }
-            let tensors: Vec<(String, Tensor)> =
-                tensors.into_iter().map(|(k, t)| (k, t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
-            let st_path = tmp.join("state.safetensors");
-            Tensor::write_safetensors(&tensors, &st_path).map_err(|e| EbmError::Io {
-                path: st_path.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            let meta = CheckpointMeta {
-                format: FORMAT,
-                step: self.step,
-                seed: self.seed,
-                lr: self.adam.cfg.lr,
-                rollbacks: self.rollbacks,
-                objective: self.objective.name(),
-            };
-            let meta_path = tmp.join("meta.json");
-            std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
-                .map_err(|e| io_err(&meta_path, e))?;
-            for p in [&st_path, &meta_path] {
-                std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| io_err(p, e))?;
-            }
-            if fin.exists() {
-                std::fs::remove_dir_all(&fin).map_err(|e| io_err(&fin, e))?;
-            }
-            std::fs::rename(&tmp, &fin).map_err(|e| io_err(&fin, e))?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        let mut all = list_checkpoints(dir)?;
-        while all.len() > self.cfg.keep_checkpoints {
-            let (_, old) = all.remove(0);
-            std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
-        }
-        Ok(fin)
-    }
-
-    /// Restores model, optimiser, EMA, objective state, step and learning rate from a checkpoint folder
-    /// (`step-NNNNNNNN`) or from the newest checkpoint in a checkpoints folder. Nothing is changed if the
-    /// checkpoint is corrupt or from another architecture.
-    pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
-        let dir = if path.join("meta.json").exists() {
-            path.to_path_buf()
-        } else {
-            list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
-                invalid("resume", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
-            })?
-        };
-        let meta_path = dir.join("meta.json");
-        let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-        let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(|e| EbmError::Data {
-            path: meta_path.display().to_string(),
-            msg: format!("corrupt checkpoint metadata: {e}"),
-        })?;
-        if meta.format != FORMAT {
-            return Err(invalid("checkpoint", format!("format {} is not supported (expected {FORMAT})", meta.format)));
-        }
-        let st_path = dir.join("state.safetensors");
-        let tensors = Tensor::read_safetensors(&st_path).map_err(|e| EbmError::Data {
-            path: st_path.display().to_string(),
-            msg: format!("corrupt or truncated checkpoint: {e}"),
-        })?;
-        let device = self.params[0].1.device();
-        let mut state: HashMap<String, Tensor> = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
-        let objective_state = state.remove("objective.state");
-        // validate everything before touching anything: restore into a scratch copy first
-        let backup: HashMap<String, Tensor> =
-            self.state_tensors().into_iter().map(|(k, t)| (k, t.detach().copy())).collect();
-        if let Err(e) = self.restore(&state) {
-            let _ = self.restore(&backup);
-            return Err(e);
-        }
-        if let Some(st) = objective_state {
-            if let Err(e) = self.objective.load_state(st) {
-                let _ = self.restore(&backup);
-                return Err(e);
-            }
-        }
-        self.step = meta.step;
-        self.adam.cfg.lr = meta.lr;
-        self.rollbacks = meta.rollbacks;
-        Ok(meta.step)
-    }
-}
-
-fn log_err(e: ebm_log::LogError) -> EbmError {
-    EbmError::Io { path: "metrics sink".into(), source: std::io::Error::other(e.to_string()) }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct CheckpointMeta {
-    format: u32,
-    step: usize,
-    seed: u64,
-    lr: f64,
-    rollbacks: usize,
-    objective: String,
-}
-
-/// The checkpoints in `dir`, oldest first, as `(step, path)`.
-pub fn list_checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, e))?;
-    let mut out: Vec<(usize, PathBuf)> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.parse::<usize>().ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// A sink that keeps every scalar in memory as `(tag, step, value)`: handy in tests and notebooks.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct MemorySink {
-    /// The scalars in the order they arrived.
-    pub scalars: Vec<(String, u64, f64)>,
-}
-
-impl MetricsSink for MemorySink {
-    fn scalar(&mut self, tag: &str, step: u64, value: f64) -> ebm_log::Result<()> {
-        self.scalars.push((tag.to_string(), step, value));
-        Ok(())
-    }
-    fn flush(&mut self) -> ebm_log::Result<()> {
         Ok(())
     }
 }
