@@ -231,6 +231,12 @@ fn f_all<M: EnergyModel + ?Sized>(model: &M, x: &Tensor, device: Device, what: &
     Ok(out)
 }
 
+/// `f(x)` of every row of `x: [N, *event]` as `f64`s, computed in chunks on `device` without gradients;
+/// NaN or `+inf` in the output is an error naming the row (`what` names the data in errors).
+pub fn f_of<M: EnergyModel + ?Sized>(model: &M, x: &Tensor, device: Device, what: &str) -> Result<Vec<f64>> {
+    f_all(model, x, device, what)
+}
+
 /// `log Z = log ∫ exp(f)` by the midpoint rule on `grid`, with a logsumexp in `f64`.
 /// The model runs on `device`, in chunks, without gradients, on inputs of its first
 /// parameter's kind (`f32` for a model without parameters).
@@ -685,6 +691,51 @@ pub fn evaluate_2d<M: EnergyModel + ?Sized>(
     Ok((report, gz))
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Mode weights of a density, OOD scores
+// ---------------------------------------------------------------------------------------------------------
+
+/// Mass of the grid density nearest each centre (a model's own mode weights, free of sampler bias).
+pub fn grid_mode_weights(gz: &GridLogZ, centers: &[[f64; 2]]) -> Vec<f64> {
+    let dens = gz.density();
+    let (xs, ys) = (gz.grid.x_centers(), gz.grid.y_centers());
+    let nx = gz.grid.nx();
+    let mut w = vec![0.0; centers.len()];
+    for (j, y) in ys.iter().enumerate() {
+        for (i, x) in xs.iter().enumerate() {
+            let k = centers
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (k, (x - c[0]).powi(2) + (y - c[1]).powi(2)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(k, _)| k)
+                .unwrap_or(0);
+            w[k] += dens[j * nx + i] as f64;
+        }
+    }
+    let total: f64 = w.iter().sum();
+    w.iter().map(|v| v / total).collect()
+}
+
+/// The area under the ROC curve of a score that should rank `pos` above `neg` (Mann–Whitney, ties count ½).
+pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
+    let mut all: Vec<(f64, bool)> = pos.iter().map(|v| (*v, true)).chain(neg.iter().map(|v| (*v, false))).collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += all[i..=j].iter().filter(|e| e.1).count() as f64 * avg_rank;
+        i = j + 1;
+    }
+    let (np, nn) = (pos.len() as f64, neg.len() as f64);
+    (rank_sum - np * (np + 1.0) / 2.0) / (np * nn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1008,5 +1059,31 @@ mod tests {
 
         let bad = EvalOptions { grid_n: 1, ..EvalOptions::default() };
         assert!(evaluate_2d(&model, &src, &test, &samples, &bad, CPU).is_err());
+    }
+
+    #[test]
+    fn grid_mode_weights_of_a_known_mixture() {
+        let m = crate::energy::GaussianMixture::isotropic(
+            &[0.8, 0.2],
+            &[vec![-2.0, 0.0], vec![2.0, 0.0]],
+            0.3,
+            Device::Cpu,
+        )
+        .unwrap();
+        let grid = GridSpec::with_margin([-3.5, 3.5, -2.0, 2.0], 0.1, 200).unwrap();
+        let gz = grid_log_z(&m, &grid, Device::Cpu).unwrap();
+        let w = grid_mode_weights(&gz, &[[-2.0, 0.0], [2.0, 0.0]]);
+        assert!((w[0] - 0.8).abs() < 1e-4 && (w[1] - 0.2).abs() < 1e-4, "{w:?}");
+    }
+
+    #[test]
+    fn auroc_of_known_rankings() {
+        assert_eq!(auroc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
+        assert_eq!(auroc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
+        assert_eq!(auroc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
+        // pos {1, 3}, neg {2}: one of two pairs ordered right
+        assert_eq!(auroc(&[1.0, 3.0], &[2.0]), 0.5);
+        // pos {2, 3}, neg {2, 1}: pairs (2>2 tie ½, 2>1, 3>2, 3>1) = 3.5 / 4
+        assert_eq!(auroc(&[2.0, 3.0], &[2.0, 1.0]), 0.875);
     }
 }

@@ -10,7 +10,8 @@ use ebm_core::autograd::Probe;
 use ebm_core::data::Source2d;
 use ebm_core::energy::{EnergyModel, Gaussian, Mlp, MlpConfig};
 use ebm_core::eval::{
-    evaluate_2d, grid_log_z, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ, GridSpec,
+    evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
+    GridSpec,
 };
 use ebm_core::objective::Objective;
 use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
@@ -351,28 +352,6 @@ pub struct ResultRow {
     pub train_seconds: f64,
     /// Training plus evaluation seconds.
     pub total_seconds: f64,
-}
-
-/// Mass of the grid density nearest each centre (a model's own mode weights, free of sampler bias).
-pub fn grid_mode_weights(gz: &GridLogZ, centers: &[[f64; 2]]) -> Vec<f64> {
-    let dens = gz.density();
-    let (xs, ys) = (gz.grid.x_centers(), gz.grid.y_centers());
-    let nx = gz.grid.nx();
-    let mut w = vec![0.0; centers.len()];
-    for (j, y) in ys.iter().enumerate() {
-        for (i, x) in xs.iter().enumerate() {
-            let k = centers
-                .iter()
-                .enumerate()
-                .map(|(k, c)| (k, (x - c[0]).powi(2) + (y - c[1]).powi(2)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(k, _)| k)
-                .unwrap_or(0);
-            w[k] += dens[j * nx + i] as f64;
-        }
-    }
-    let total: f64 = w.iter().sum();
-    w.iter().map(|v| v / total).collect()
 }
 
 fn fmt_weights(w: &[f64]) -> String {
@@ -750,20 +729,5 @@ mod tests {
         let from_file: CdVsSmConfig = config::load(Some(&path), &[]).unwrap();
         assert_eq!(from_file, CdVsSmConfig::default());
         from_file.validate().unwrap();
-    }
-
-    #[test]
-    fn grid_mode_weights_of_a_known_mixture() {
-        let m = ebm_core::energy::GaussianMixture::isotropic(
-            &[0.8, 0.2],
-            &[vec![-2.0, 0.0], vec![2.0, 0.0]],
-            0.3,
-            Device::Cpu,
-        )
-        .unwrap();
-        let grid = GridSpec::with_margin([-3.5, 3.5, -2.0, 2.0], 0.1, 200).unwrap();
-        let gz = grid_log_z(&m, &grid, Device::Cpu).unwrap();
-        let w = grid_mode_weights(&gz, &[[-2.0, 0.0], [2.0, 0.0]]);
-        assert!((w[0] - 0.8).abs() < 1e-4 && (w[1] - 0.2).abs() < 1e-4, "{w:?}");
     }
 }

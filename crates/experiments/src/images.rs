@@ -17,6 +17,7 @@ use ebm_core::ais::{ais, mean_log_likelihood, AisBase, AisConfig, AisTransition,
 use ebm_core::classifier::{sample_quality, ClassifierConfig, DigitClassifier, SampleQuality};
 use ebm_core::data::images::{default_data_dir, FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::{ConvConfig, ConvEnergy, EnergyModel};
+use ebm_core::eval::{auroc, f_of};
 use ebm_core::objective::{Negatives, Objective, ObjectiveConfig, SmMethod};
 use ebm_core::optim::AdamConfig;
 use ebm_core::sampler::{BufferConfig, Init, Langevin, LangevinConfig, Sampler};
@@ -429,35 +430,6 @@ pub struct ImagesReport {
     pub samples_png: PathBuf,
 }
 
-/// The area under the ROC curve of a score that should rank `pos` above `neg` (Mann–Whitney, ties count ½).
-pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = pos.iter().map(|v| (*v, true)).chain(neg.iter().map(|v| (*v, false))).collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += all[i..=j].iter().filter(|e| e.1).count() as f64 * avg_rank;
-        i = j + 1;
-    }
-    let (np, nn) = (pos.len() as f64, neg.len() as f64);
-    (rank_sum - np * (np + 1.0) / 2.0) / (np * nn)
-}
-
-/// `f` of many images, in chunks, as f64.
-fn f_values(m: &dyn EnergyModel, x: &Tensor, device: Device) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(x.size()[0] as usize);
-    for chunk in x.split(512, 0) {
-        let f = tch::no_grad(|| m.try_f(&chunk.to_device(device)))?;
-        out.extend(Vec::<f64>::try_from(f.to_kind(Kind::Double))?);
-    }
-    Ok(out)
-}
-
 /// Each image with its pixels (and channels) in a random order of its own.
 fn shuffle_pixels(x: &Tensor) -> Tensor {
     let b = x.size()[0];
@@ -662,9 +634,9 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     tch::manual_seed(cfg.seed.wrapping_add(17) as i64);
     let n_ood = (cfg.eval.ood_n as i64).min(test.len() as i64);
     let pos = test.images.narrow(0, 0, n_ood);
-    let f_pos = f_values(&model, &pos, device)?;
-    let f_noise = f_values(&model, &noise.sample(n_ood, &event, Device::Cpu), device)?;
-    let f_shuffled = f_values(&model, &shuffle_pixels(&pos), device)?;
+    let f_pos = f_of(&model, &pos, device, "test images")?;
+    let f_noise = f_of(&model, &noise.sample(n_ood, &event, Device::Cpu), device, "uniform noise")?;
+    let f_shuffled = f_of(&model, &shuffle_pixels(&pos), device, "shuffled test images")?;
     let report = ImagesReport {
         dataset: dataset.to_string(),
         method: cfg.method.name().to_string(),
@@ -778,17 +750,6 @@ pub fn default_config_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auroc_of_known_rankings() {
-        assert_eq!(auroc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
-        assert_eq!(auroc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
-        assert_eq!(auroc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
-        // pos {1, 3}, neg {2}: one of two pairs ordered right
-        assert_eq!(auroc(&[1.0, 3.0], &[2.0]), 0.5);
-        // pos {2, 3}, neg {2, 1}: pairs (2>2 tie ½, 2>1, 3>2, 3>1) = 3.5 / 4
-        assert_eq!(auroc(&[2.0, 3.0], &[2.0, 1.0]), 0.875);
-    }
 
     #[test]
     fn shuffled_pixels_keep_each_image_values() {

@@ -19,7 +19,6 @@
 //!   exact attribute detectors, against a baseline conditional EBM over the joint labels (full view) asked for
 //!   the label it never saw.
 
-use crate::cd_vs_sm::grid_mode_weights;
 use crate::common::device::DeviceArg;
 use crate::common::{CdSettings, Outcome, RunContext, RunOptions, StartOptions};
 use crate::config;
@@ -29,7 +28,7 @@ use ebm_core::data::Toy2d;
 use ebm_core::energy::compose::{resample_in_box, BoxRestricted, Composition, Expression, Offset};
 use ebm_core::energy::conditional::{named_experts, Arch, ConditionalConfig, ConditionalNet, Conditioned, View};
 use ebm_core::energy::{Activation, EmpiricalChannelSum, EnergyModel, GaussianMixture, Mlp, MlpConfig, PixelMixture};
-use ebm_core::eval::{grid_log_z, GridLogZ, GridSpec};
+use ebm_core::eval::{grid_log_z, grid_mode_weights, GridLogZ, GridSpec};
 use ebm_core::objective::{
     lit_share, Contrastive, ContrastiveConfig, Negatives, NoiseDsm, NoiseDsmConfig, Objective, ObjectiveConfig,
     PixelWeights,
