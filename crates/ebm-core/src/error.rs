@@ -56,7 +56,7 @@ pub enum EbmError {
     Torch(#[from] tch::TchError),
     /// A metrics sink failed (its own error, wrapped).
     #[error("metrics sink: {0}")]
-    Sink(#[from] crate::train::SinkError),
+    Sink(#[from] SinkError),
 }
 
 /// Result alias for ebm-core.
@@ -70,4 +70,27 @@ pub fn invalid(name: &str, msg: impl Into<String>) -> EbmError {
 /// Helper for I/O errors carrying the path.
 pub fn io_err(path: impl AsRef<std::path::Path>, source: std::io::Error) -> EbmError {
     EbmError::Io { path: path.as_ref().display().to_string(), source }
+}
+
+/// An error of a metrics sink, wrapped as it came (its message and its sources are the sink's own).
+#[derive(Debug)]
+pub struct SinkError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl SinkError {
+    /// Wraps any error.
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SinkError(e.into())
+    }
+}
+
+impl std::fmt::Display for SinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }

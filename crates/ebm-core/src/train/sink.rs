@@ -1,31 +1,8 @@
 //! The interface the trainer logs through. The logging crate (`ebm-log`: TensorBoard, CSV, progress bars)
 //! implements it; [`MemorySink`] keeps scalars in memory for tests and notebooks.
 
+pub use crate::error::SinkError;
 use image::RgbImage;
-use std::fmt;
-
-/// An error of a metrics sink, wrapped as it came (its message and its sources are the sink's own).
-#[derive(Debug)]
-pub struct SinkError(pub Box<dyn std::error::Error + Send + Sync>);
-
-impl SinkError {
-    /// Wraps any error.
-    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        SinkError(e.into())
-    }
-}
-
-impl fmt::Display for SinkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SinkError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
 
 /// What a sink method returns.
 pub type SinkResult = std::result::Result<(), SinkError>;

@@ -39,10 +39,7 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let path = match &cli.resume {
-        Some(dir) => Some(dir.join("config.toml")),
-        None => cli.config.clone().or_else(default_config_path),
-    };
+    let path = config::config_path(cli.resume.as_deref(), cli.config.as_deref(), default_config_path)?;
     let mut cfg: PoeConfig = config::load(path.as_deref(), &cli.common.set)?;
     if let Some(v) = cli.expressions {
         cfg.toy.expressions = v.into_iter().map(|s| s.trim().to_string()).collect();

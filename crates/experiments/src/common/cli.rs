@@ -52,6 +52,13 @@ pub trait ExperimentConfig {
     fn run_settings(&mut self) -> RunSettings<'_>;
     /// Shrinks the budget to a smoke run.
     fn make_quick(&mut self);
+
+    /// How to start this config's run folder (see [`crate::common::RunContext::for_config`]).
+    fn start_options<'a>(
+        &'a self,
+        experiment: &'a str,
+        opts: &'a crate::common::RunOptions,
+    ) -> crate::common::StartOptions<'a>;
 }
 
 /// Implements [`ExperimentConfig`] for a config struct with the fields `device`, `seed`, `threads`, `out`
@@ -70,6 +77,22 @@ macro_rules! experiment_config {
             }
             fn make_quick(&mut self) {
                 $ty::make_quick(self)
+            }
+            fn start_options<'a>(
+                &'a self,
+                experiment: &'a str,
+                opts: &'a $crate::common::RunOptions,
+            ) -> $crate::common::StartOptions<'a> {
+                $crate::common::StartOptions {
+                    experiment,
+                    device: self.device,
+                    seed: self.seed,
+                    threads: self.threads,
+                    out: &self.out,
+                    run_name: self.run_name.as_deref(),
+                    resume: opts.resume.as_deref(),
+                    stop: opts.stop.clone(),
+                }
             }
         }
     };

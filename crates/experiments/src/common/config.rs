@@ -59,6 +59,25 @@ pub fn find_config(file: &str) -> Option<std::path::PathBuf> {
     repo.exists().then_some(repo)
 }
 
+/// The config file of a run: the run folder's `config.toml` when resuming (an error when the folder has none),
+/// else the file given with `--config`, else the experiment's shipped default.
+pub fn config_path(
+    resume: Option<&Path>,
+    given: Option<&Path>,
+    default: fn() -> Option<std::path::PathBuf>,
+) -> Result<Option<std::path::PathBuf>> {
+    match resume {
+        Some(dir) => {
+            let p = dir.join("config.toml");
+            if !p.is_file() {
+                bail!("--resume {}: not a run folder (it has no config.toml)", dir.display());
+            }
+            Ok(Some(p))
+        }
+        None => Ok(given.map(Path::to_path_buf).or_else(default)),
+    }
+}
+
 /// Serialises a config to TOML text (for `config.toml` in the run folder).
 pub fn to_toml<T: Serialize>(cfg: &T) -> Result<String> {
     toml::to_string_pretty(cfg).context("serialising the config to TOML")
@@ -98,5 +117,18 @@ mod tests {
         let e = load::<Cfg>(Some(Path::new("/nonexistent/x.toml")), &[]).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/x.toml"), "{e}");
         assert!(load::<Cfg>(None, &["novalue".into()]).unwrap_err().to_string().contains("key=value"));
+    }
+
+    #[test]
+    fn resume_reads_the_run_folders_config_and_a_folder_without_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = || None;
+        let e = config_path(Some(dir.path()), None, none).unwrap_err().to_string();
+        assert!(e.contains("not a run folder") && e.contains("config.toml"), "{e}");
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        assert_eq!(config_path(Some(dir.path()), None, none).unwrap(), Some(dir.path().join("config.toml")));
+        let given = Path::new("x.toml");
+        assert_eq!(config_path(None, Some(given), none).unwrap(), Some(given.to_path_buf()));
+        assert_eq!(config_path(None, None, none).unwrap(), None);
     }
 }

@@ -3,6 +3,7 @@
 //! raised by Ctrl-C / SIGTERM, and per-model sub-runs that checkpoint, resume and log through the one
 //! [`Trainer`].
 
+use super::cli::ExperimentConfig;
 use super::config;
 use super::device::{init, DeviceArg};
 use anyhow::{Context, Result};
@@ -168,6 +169,11 @@ impl RunContext {
             resuming: o.resume.is_some(),
             stop: o.stop.clone(),
         })
+    }
+
+    /// [`RunContext::start`] with the run settings of an experiment's config.
+    pub fn for_config<C: ExperimentConfig + Serialize>(cfg: &C, experiment: &str, opts: &RunOptions) -> Result<Self> {
+        Self::start(cfg, &cfg.start_options(experiment, opts))
     }
 
     /// A seed of its own for the stream called `name` (a model, a sampling pass), derived from the run's

@@ -1,22 +1,10 @@
-//! Quality metrics for energy-based models, mostly for 2-D densities.
-//!
-//! Sign convention: the model is `f(x)`, the unnormalised log-density, `p_θ(x) = exp(f(x)) / Z`.
-//!
-//! - [`grid_log_z`]: `log Z` by normalising `exp(f)` on a midpoint grid (logsumexp in `f64`),
-//!   with the grid values for heat maps.
-//! - [`nll`]: test NLL, the mean over held-out data of `log Z - f(x)`.
-//! - [`kl_data_model`]: `KL(p_data ‖ p_θ)`, the mean over data of `log p_data(x) - (f(x) - log Z)`,
-//!   where `log p_data` has a closed form.
-//! - [`mmd2_rbf`]: unbiased MMD² with an RBF kernel and median-heuristic bandwidth (any dimension).
-//! - [`mode_weights`]: the share of samples nearest each mixture component, their total-variation
-//!   distance to the true weights, and the share of samples far from every component.
-//! - [`evaluate_2d`]: all of the above for a model against a [`Source2d`], as an [`EvalReport`].
+//! Grid normalisation of 2-D models: [`grid_log_z`], and the NLL and KL that use its `log Z`.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::check::{check_finite, check_input};
-use crate::data::{Modes, Source2d};
+use crate::check::check_input;
+use crate::data::Source2d;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, EbmError, Result};
 
@@ -26,10 +14,6 @@ pub const DEFAULT_GRID_N: usize = 400;
 pub const DEFAULT_MARGIN: f64 = 0.1;
 /// Points evaluated per model call (bounds memory).
 const CHUNK: usize = 1 << 15;
-/// Kernel-matrix entries computed per block in [`mmd2_rbf`].
-const MMD_BLOCK: i64 = 1 << 22;
-/// At most this many points of each sample enter the median heuristic.
-const MEDIAN_POINTS: i64 = 1000;
 
 /// A regular grid of `nx × ny` cells over a box `[xmin, xmax, ymin, ymax]`, evaluated at the
 /// cell midpoints.
@@ -382,319 +366,6 @@ pub fn kl_to_source<M: EnergyModel + ?Sized>(
     }
 }
 
-/// An MMD² estimate and the kernel bandwidth it used.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Mmd {
-    /// The unbiased MMD² estimate (can be slightly negative when the samples agree).
-    pub mmd2: f64,
-    /// The RBF bandwidth `ℓ` in `k(a, b) = exp(-‖a - b‖² / (2ℓ²))`.
-    pub bandwidth: f64,
-}
-
-/// Unbiased MMD² between samples `x` and `y` with the RBF kernel
-/// `k(a, b) = exp(-‖a - b‖² / (2ℓ²))`:
-/// `Σ_{i≠j} k(x_i, x_j) / (n(n-1)) + Σ_{i≠j} k(y_i, y_j) / (m(m-1)) - 2 Σ_{i,j} k(x_i, y_j) / (nm)`.
-///
-/// `bandwidth = None` picks `ℓ` by the median heuristic: the (lower) median distance between
-/// distinct pairs of the pooled samples (at most 1000 evenly spaced points of each enter it). If
-/// that median is 0 (most points coincide) the root-mean-square distance is used, and 1 if that
-/// is 0 too. Computed in `f64` on `x`'s device, in blocks.
-///
-/// # Shapes
-/// `x: [n, *event]`, `y: [m, *event]` with the same trailing size, `n, m ≥ 2`; flattened to
-/// `[n, D]`, `[m, D]`.
-///
-/// # Errors
-/// If a sample has fewer than 2 points, the trailing sizes differ, a value is NaN/Inf, or the
-/// bandwidth is not finite and > 0.
-pub fn mmd2_rbf(x: &Tensor, y: &Tensor, bandwidth: Option<f64>) -> Result<Mmd> {
-    let (xs, ys) = (x.size(), y.size());
-    if xs.len() < 2 || ys.len() < 2 || xs[0] < 2 || ys[0] < 2 || xs[1..] != ys[1..] {
-        return Err(invalid(
-            "MMD samples",
-            format!("need [n, ...] and [m, ...] with n, m ≥ 2 and equal trailing sizes, got {xs:?} and {ys:?}"),
-        ));
-    }
-    check_finite(x, "MMD sample x")?;
-    check_finite(y, "MMD sample y")?;
-    if let Some(b) = bandwidth {
-        if !(b.is_finite() && b > 0.0) {
-            return Err(invalid("MMD bandwidth", format!("must be finite and > 0, got {b}")));
-        }
-    }
-    let (n, m) = (xs[0], ys[0]);
-    let dev = x.device();
-    let x = x.f_to_kind(Kind::Double)?.f_reshape([n, -1])?;
-    let y = y.f_to_device(dev)?.f_to_kind(Kind::Double)?.f_reshape([m, -1])?;
-    tch::no_grad(|| {
-        let ell = match bandwidth {
-            Some(b) => b,
-            None => median_distance(&x, &y)?,
-        };
-        let gamma = 0.5 / (ell * ell);
-        let kxx = kernel_sum(&x, &x, gamma, true)?;
-        let kyy = kernel_sum(&y, &y, gamma, true)?;
-        let kxy = kernel_sum(&x, &y, gamma, false)?;
-        let (nf, mf) = (n as f64, m as f64);
-        let mmd2 = kxx / (nf * (nf - 1.0)) + kyy / (mf * (mf - 1.0)) - 2.0 * kxy / (nf * mf);
-        Ok(Mmd { mmd2, bandwidth: ell })
-    })
-}
-
-/// Squared distances `[a_rows, b_rows]` from precomputed squared norms.
-fn sq_dists(a: &Tensor, a2: &Tensor, b: &Tensor, b2: &Tensor) -> Result<Tensor> {
-    let cross = a.f_mm(&b.f_tr()?)?;
-    Ok(a2.f_unsqueeze(1)?.f_add(&b2.f_unsqueeze(0)?)?.f_sub(&cross.f_mul_scalar(2.0)?)?.f_clamp_min(0.0)?)
-}
-
-/// `Σ_{i,j} exp(-γ‖a_i - b_j‖²)`, leaving out `i = j` when `skip_diag` (then `a` is `b`).
-fn kernel_sum(a: &Tensor, b: &Tensor, gamma: f64, skip_diag: bool) -> Result<f64> {
-    let (na, nb) = (a.size()[0], b.size()[0]);
-    let a2 = a.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?;
-    let b2 = b.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?;
-    let rows = (MMD_BLOCK / nb).max(1);
-    let mut total = 0.0;
-    let mut s = 0;
-    while s < na {
-        let len = rows.min(na - s);
-        let d2 = sq_dists(&a.f_narrow(0, s, len)?, &a2.f_narrow(0, s, len)?, b, &b2)?;
-        let k = d2.f_mul_scalar(-gamma)?.f_exp()?;
-        total += k.f_sum(Kind::Double)?.f_double_value(&[])?;
-        if skip_diag {
-            total -= k.f_diagonal(s, 0, 1)?.f_sum(Kind::Double)?.f_double_value(&[])?;
-        }
-        s += len;
-    }
-    Ok(total)
-}
-
-/// At most `MEDIAN_POINTS` evenly spaced rows of `t`.
-fn thin(t: &Tensor) -> Result<Tensor> {
-    let n = t.size()[0];
-    if n <= MEDIAN_POINTS {
-        return Ok(t.shallow_clone());
-    }
-    let idx: Vec<i64> = (0..MEDIAN_POINTS).map(|i| i * n / MEDIAN_POINTS).collect();
-    Ok(t.f_index_select(0, &Tensor::from_slice(&idx).f_to_device(t.device())?)?)
-}
-
-/// Median distance between distinct pairs of the pooled (thinned) samples; see [`mmd2_rbf`].
-fn median_distance(x: &Tensor, y: &Tensor) -> Result<f64> {
-    let p = Tensor::f_cat(&[thin(x)?, thin(y)?], 0)?;
-    let np = p.size()[0];
-    let p2 = p.f_square()?.f_sum_dim_intlist(1, false, Kind::Double)?;
-    let d2 = sq_dists(&p, &p2, &p, &p2)?;
-    let mask = Tensor::f_ones([np, np], (Kind::Bool, p.device()))?.f_triu(1)?;
-    let pairs = d2.f_masked_select(&mask)?;
-    let med = pairs.f_median()?.f_double_value(&[])?;
-    if med > 0.0 {
-        return Ok(med.sqrt());
-    }
-    let mean = pairs.f_mean(Kind::Double)?.f_double_value(&[])?;
-    Ok(if mean > 0.0 { mean.sqrt() } else { 1.0 })
-}
-
-/// How samples spread over the components of a known mixture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModeWeights {
-    /// Share of all samples whose nearest centre is each component (sums to 1).
-    pub shares: Vec<f64>,
-    /// Total variation `½ Σ_k |shares_k - w_k|` against the true weights.
-    pub tv: f64,
-    /// Share of samples farther than `radius` from every centre (spurious modes, stray mass).
-    pub far_share: f64,
-    /// The radius used for `far_share`.
-    pub radius: f64,
-    /// `far_share` of exact samples from well-separated components: `exp(-radius² / (2σ²))`,
-    /// the tail of a 2-D isotropic Gaussian.
-    pub expected_far_share: f64,
-}
-
-/// Default radius for [`ModeWeights::far_share`], in units of the components' std.
-pub const DEFAULT_FAR_STDS: f64 = 3.0;
-
-/// Shares of `samples` nearest each centre of `modes`, their total-variation distance to the
-/// true weights, and the share farther than `radius` (default `3 · modes.std`) from every centre.
-///
-/// # Shapes
-/// `samples: [n, 2]`, `n ≥ 1`.
-///
-/// # Errors
-/// If `samples` is not `[n, 2]` or is not finite; `modes` has no centres, a weight per centre
-/// summing to 1, or a positive std; or `radius` is not finite and > 0.
-pub fn mode_weights(samples: &Tensor, modes: &Modes, radius: Option<f64>) -> Result<ModeWeights> {
-    check_input(&[2], samples, "mode-weight samples")?;
-    let k = modes.centers.len();
-    let wsum: f64 = modes.weights.iter().sum();
-    if k == 0
-        || modes.weights.len() != k
-        || modes.weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
-        || (wsum - 1.0).abs() > 1e-6
-    {
-        return Err(invalid(
-            "modes",
-            format!(
-                "need ≥ 1 centre and one weight ≥ 0 per centre summing to 1, got {k} centres and \
-                 weights {:?}",
-                modes.weights
-            ),
-        ));
-    }
-    if !(modes.std.is_finite() && modes.std > 0.0) {
-        return Err(invalid("modes.std", format!("must be finite and > 0, got {}", modes.std)));
-    }
-    let radius = radius.unwrap_or(DEFAULT_FAR_STDS * modes.std);
-    if !(radius.is_finite() && radius > 0.0) {
-        return Err(invalid("far radius", format!("must be finite and > 0, got {radius}")));
-    }
-    let flat: Vec<f64> = modes.centers.iter().flat_map(|c| [c[0], c[1]]).collect();
-    let centers = Tensor::from_slice(&flat).f_reshape([k as i64, 2])?;
-    let x = samples.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
-    let d2 =
-        x.f_unsqueeze(1)?.f_sub(&centers.f_unsqueeze(0)?)?.f_square()?.f_sum_dim_intlist(2, false, Kind::Double)?;
-    let (dmin, idx) = d2.f_min_dim(1, false)?;
-    let dmin = Vec::<f64>::try_from(&dmin.f_contiguous()?)?;
-    let idx = Vec::<i64>::try_from(&idx.f_contiguous()?)?;
-    let n = idx.len() as f64;
-    let mut counts = vec![0usize; k];
-    for &i in &idx {
-        counts[i as usize] += 1;
-    }
-    let shares: Vec<f64> = counts.iter().map(|&c| c as f64 / n).collect();
-    let tv = 0.5 * shares.iter().zip(&modes.weights).map(|(s, w)| (s - w).abs()).sum::<f64>();
-    let r2 = radius * radius;
-    let far_share = dmin.iter().filter(|&&d| d > r2).count() as f64 / n;
-    let expected_far_share = (-r2 / (2.0 * modes.std * modes.std)).exp();
-    Ok(ModeWeights { shares, tv, far_share, radius, expected_far_share })
-}
-
-/// Settings of [`evaluate_2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EvalOptions {
-    /// Grid cells per axis for log Z (default 400).
-    pub grid_n: usize,
-    /// Margin around the source's box, as a fraction of its width/height (default 0.1).
-    pub margin: f64,
-    /// At most this many model samples and test points enter the MMD (default 2000).
-    pub mmd_points: usize,
-    /// Radius for the far share, in units of the components' std (default 3).
-    pub far_radius_stds: f64,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        EvalOptions {
-            grid_n: DEFAULT_GRID_N,
-            margin: DEFAULT_MARGIN,
-            mmd_points: 2000,
-            far_radius_stds: DEFAULT_FAR_STDS,
-        }
-    }
-}
-
-impl EvalOptions {
-    /// Checks every field's range.
-    ///
-    /// # Errors
-    /// Names the first field out of range.
-    pub fn validate(&self) -> Result<()> {
-        if self.grid_n < 2 {
-            return Err(invalid("grid_n", format!("must be ≥ 2, got {}", self.grid_n)));
-        }
-        if !(self.margin.is_finite() && self.margin >= 0.0) {
-            return Err(invalid("margin", format!("must be finite and ≥ 0, got {}", self.margin)));
-        }
-        if self.mmd_points < 2 {
-            return Err(invalid("mmd_points", format!("must be ≥ 2, got {}", self.mmd_points)));
-        }
-        if !(self.far_radius_stds.is_finite() && self.far_radius_stds > 0.0) {
-            return Err(invalid("far_radius_stds", format!("must be finite and > 0, got {}", self.far_radius_stds)));
-        }
-        Ok(())
-    }
-}
-
-/// Metrics of a 2-D model against its data source (serialisable to JSON/TOML).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalReport {
-    /// Grid estimate of `log Z`.
-    pub log_z: f64,
-    /// Test NLL: mean of `log Z - f(x)` over the test data (nats).
-    pub nll: f64,
-    /// `KL(p_data ‖ p_θ)` where the source's density has a closed form.
-    pub kl: Option<f64>,
-    /// Unbiased MMD² between model samples and test data.
-    pub mmd2: f64,
-    /// The RBF bandwidth used for `mmd2`.
-    pub mmd_bandwidth: f64,
-    /// Share of model samples nearest each mixture component, for mixture sources.
-    pub mode_weights: Option<Vec<f64>>,
-    /// The source's true mixture weights.
-    pub true_mode_weights: Option<Vec<f64>>,
-    /// Total variation `½ Σ |ŵ_k - w_k|` between `mode_weights` and the true weights.
-    pub mode_weight_tv: Option<f64>,
-    /// Share of model samples far from every component (see [`ModeWeights::far_share`]).
-    pub far_share: Option<f64>,
-    /// Share of the grid mass in its outer ring of cells (large: the box cuts off mass).
-    pub grid_edge_mass: f64,
-}
-
-/// Evaluates a 2-D `model` against `source`: grid `log Z` over the source's box plus a margin,
-/// test NLL and (where the source's density is known) KL on `test_data`, MMD² between
-/// `model_samples` and `test_data` (the first `opts.mmd_points` rows of each), and mode weights of
-/// `model_samples` for mixture sources. Returns the grid as well, for heat maps.
-///
-/// # Shapes
-/// `test_data: [n, 2]` drawn from `source`; `model_samples: [m, 2]` drawn from the model;
-/// `n, m ≥ 2`.
-///
-/// # Errors
-/// As [`grid_log_z`], [`nll`], [`kl_data_model`], [`mmd2_rbf`], [`mode_weights`], or invalid
-/// `opts`.
-pub fn evaluate_2d<M: EnergyModel + ?Sized>(
-    model: &M,
-    source: &Source2d,
-    test_data: &Tensor,
-    model_samples: &Tensor,
-    opts: &EvalOptions,
-    device: Device,
-) -> Result<(EvalReport, GridLogZ)> {
-    opts.validate()?;
-    check_input(&[2], test_data, "evaluation test data")?;
-    check_input(&[2], model_samples, "evaluation model samples")?;
-    let grid = GridSpec::with_margin(source.bbox(), opts.margin, opts.grid_n)?;
-    let gz = grid_log_z(model, &grid, device)?;
-    let nll = nll(model, test_data, gz.log_z, device)?;
-    let kl = kl_to_source(model, source, test_data, gz.log_z, device)?;
-    let k = opts.mmd_points as i64;
-    let xs = model_samples.f_narrow(0, 0, k.min(model_samples.size()[0]))?;
-    let ys = test_data.f_narrow(0, 0, k.min(test_data.size()[0]))?;
-    let mmd = mmd2_rbf(&xs, &ys, None)?;
-    let modes = source.modes();
-    let mw = match &modes {
-        Some(m) => Some(mode_weights(model_samples, m, Some(opts.far_radius_stds * m.std))?),
-        None => None,
-    };
-    let report = EvalReport {
-        log_z: gz.log_z,
-        nll,
-        kl,
-        mmd2: mmd.mmd2,
-        mmd_bandwidth: mmd.bandwidth,
-        mode_weights: mw.as_ref().map(|w| w.shares.clone()),
-        true_mode_weights: modes.map(|m| m.weights),
-        mode_weight_tv: mw.as_ref().map(|w| w.tv),
-        far_share: mw.as_ref().map(|w| w.far_share),
-        grid_edge_mass: gz.edge_mass,
-    };
-    Ok((report, gz))
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Mode weights of a density, OOD scores
-// ---------------------------------------------------------------------------------------------------------
-
 /// Mass of the grid density nearest each centre (a model's own mode weights, free of sampler bias).
 pub fn grid_mode_weights(gz: &GridLogZ, centers: &[[f64; 2]]) -> Vec<f64> {
     let dens = gz.density();
@@ -717,29 +388,11 @@ pub fn grid_mode_weights(gz: &GridLogZ, centers: &[[f64; 2]]) -> Vec<f64> {
     w.iter().map(|v| v / total).collect()
 }
 
-/// The area under the ROC curve of a score that should rank `pos` above `neg` (Mann–Whitney, ties count ½).
-pub fn auroc(pos: &[f64], neg: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = pos.iter().map(|v| (*v, true)).chain(neg.iter().map(|v| (*v, false))).collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        rank_sum += all[i..=j].iter().filter(|e| e.1).count() as f64 * avg_rank;
-        i = j + 1;
-    }
-    let (np, nn) = (pos.len() as f64, neg.len() as f64);
-    (rank_sum - np * (np + 1.0) / 2.0) / (np * nn)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::Toy2d;
+    use crate::eval::tests::ToyModel;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
@@ -784,18 +437,6 @@ mod tests {
             let a = comp([-1.0, 0.5], 0.4, 0.7);
             let b = comp([1.5, -1.0], 0.25, 0.3);
             Tensor::stack(&[a, b], 1).logsumexp(1, false) + self.c
-        }
-        fn event_shape(&self) -> Vec<i64> {
-            vec![2]
-        }
-    }
-
-    /// A toy density's exact log-density as a model.
-    struct ToyModel(Toy2d);
-
-    impl EnergyModel for ToyModel {
-        fn f(&self, x: &Tensor) -> Tensor {
-            self.0.log_density(x).unwrap().unwrap()
         }
         fn event_shape(&self) -> Vec<i64> {
             vec![2]
@@ -948,120 +589,6 @@ mod tests {
     }
 
     #[test]
-    fn mmd_exact_small_case() {
-        // 1-D: x = {0, 1}, y = {0, 3}, ℓ = 1.
-        let x = Tensor::from_slice(&[0.0f64, 1.0]).reshape([2, 1]);
-        let y = Tensor::from_slice(&[0.0f64, 3.0]).reshape([2, 1]);
-        let k = |d: f64| (-d * d / 2.0).exp();
-        let want = k(1.0) + k(3.0) - 2.0 * (k(0.0) + k(3.0) + k(1.0) + k(2.0)) / 4.0;
-        let got = mmd2_rbf(&x, &y, Some(1.0)).unwrap();
-        assert!((got.mmd2 - want).abs() < 1e-12, "{} vs {want}", got.mmd2);
-        // Median heuristic: pooled pair distances {1, 0, 3, 1, 2, 3}: lower median 1.
-        let got = mmd2_rbf(&x, &y, None).unwrap();
-        assert_eq!(got.bandwidth, 1.0);
-        assert!((got.mmd2 - want).abs() < 1e-12);
-        // Identical points everywhere: bandwidth falls back to 1 and MMD² is 0.
-        let z = Tensor::zeros([3, 2], (Kind::Float, CPU));
-        let got = mmd2_rbf(&z, &z, None).unwrap();
-        assert_eq!((got.mmd2, got.bandwidth), (0.0, 1.0));
-        // Errors.
-        assert!(mmd2_rbf(&x.narrow(0, 0, 1), &y, None).is_err());
-        assert!(mmd2_rbf(&x, &Tensor::zeros([4, 2], (Kind::Double, CPU)), None).is_err());
-        assert!(mmd2_rbf(&x, &y, Some(0.0)).is_err());
-        let nan = Tensor::from_slice(&[f64::NAN, 1.0]).reshape([2, 1]);
-        assert!(mmd2_rbf(&x, &nan, None).is_err());
-    }
-
-    #[test]
-    fn mmd_same_versus_different_distributions() {
-        let a = Toy2d::EightGaussians.sample(1000, 1);
-        let b = Toy2d::EightGaussians.sample(1000, 2);
-        let same = mmd2_rbf(&a, &b, None).unwrap().mmd2;
-        assert!(same.abs() < 1e-3, "same {same}");
-        for (t, min) in [(Toy2d::Rings, 4e-3), (Toy2d::TwoGaussians, 0.1)] {
-            let diff = mmd2_rbf(&a, &t.sample(1000, 3), None).unwrap().mmd2;
-            assert!(diff > min && diff > 10.0 * same.abs(), "{t}: {diff} vs same {same}");
-        }
-        // 8 Gaussians and the 5×5 grid share mean and covariance: the median bandwidth (≈ 2.7)
-        // barely tells them apart, a bandwidth at the modes' scale does.
-        let c = Toy2d::Grid25.sample(1000, 3);
-        let wide = mmd2_rbf(&a, &c, None).unwrap();
-        assert!(wide.bandwidth > 2.0 && wide.mmd2 < 1e-3, "{wide:?}");
-        let narrow_same = mmd2_rbf(&a, &b, Some(0.2)).unwrap().mmd2;
-        let narrow_diff = mmd2_rbf(&a, &c, Some(0.2)).unwrap().mmd2;
-        assert!(narrow_diff > 0.05 && narrow_diff > 20.0 * narrow_same.abs(), "{narrow_diff} vs {narrow_same}");
-        // Higher-dimensional input is flattened: [n, 1, 2] works like [n, 2].
-        let a3 = a.reshape([1000, 1, 2]);
-        let b3 = b.reshape([1000, 1, 2]);
-        assert!((mmd2_rbf(&a3, &b3, None).unwrap().mmd2 - same).abs() < 1e-12);
-    }
-
-    #[test]
-    fn mode_weights_exact_and_sampled() {
-        let modes = Toy2d::TwoGaussians.modes().unwrap();
-        let pts = Tensor::from_slice(&[-2.0f32, 0.0, -2.0, 0.1, 2.0, 0.0, 0.5, 5.0]).reshape([4, 2]);
-        let mw = mode_weights(&pts, &modes, None).unwrap();
-        assert_eq!(mw.shares, vec![0.5, 0.5]);
-        assert_eq!(mw.far_share, 0.25);
-        assert!((mw.radius - 0.9).abs() < 1e-12);
-        assert!((mw.tv - 0.3).abs() < 1e-12);
-
-        let x = Toy2d::TwoGaussians.sample(20_000, 5);
-        let mw = mode_weights(&x, &modes, None).unwrap();
-        assert!((mw.shares[0] - 0.8).abs() < 0.02 && (mw.shares[1] - 0.2).abs() < 0.02);
-        assert!(mw.tv < 0.02, "{}", mw.tv);
-        assert!((mw.expected_far_share - (-4.5f64).exp()).abs() < 1e-12);
-        assert!((mw.far_share - mw.expected_far_share).abs() < 0.003, "{}", mw.far_share);
-
-        let bad = Modes { centers: vec![[0.0, 0.0]], weights: vec![0.5], std: 0.1 };
-        assert!(mode_weights(&x, &bad, None).is_err());
-        assert!(mode_weights(&x, &modes, Some(-1.0)).is_err());
-    }
-
-    #[test]
-    fn evaluate_true_density() {
-        let t = Toy2d::TwoGaussians;
-        let src = Source2d::Toy(t);
-        let model = ToyModel(t);
-        let test = t.sample(4000, 1);
-        let samples = t.sample(4000, 2);
-        let (r, gz) = evaluate_2d(&model, &src, &test, &samples, &EvalOptions::default(), CPU).unwrap();
-        assert_eq!((gz.grid.nx(), gz.grid.ny()), (400, 400));
-        assert!(r.log_z.abs() < 1e-3, "{}", r.log_z);
-        let kl = r.kl.unwrap();
-        assert!(kl.abs() < 1e-3, "{kl}");
-        let lp = t.log_density(&test).unwrap().unwrap();
-        let ent = -lp.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
-        assert!((r.nll - ent).abs() < 1e-3, "{} vs {ent}", r.nll);
-        assert!(r.mmd2.abs() < 2e-3, "{}", r.mmd2);
-        assert!(r.mode_weight_tv.unwrap() < 0.02);
-        assert_eq!(r.true_mode_weights, Some(vec![0.8, 0.2]));
-        let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains("\"nll\"") && json.contains("\"mode_weight_tv\""), "{json}");
-
-        // A model that puts the weights the wrong way round: the KL is positive and matches
-        // Σ_k w_k log(w_k / v_k) for well-separated components.
-        struct Swapped;
-        impl EnergyModel for Swapped {
-            fn f(&self, x: &Tensor) -> Tensor {
-                let flipped = x * Tensor::from_slice(&[-1.0f32, 1.0]).unsqueeze(0);
-                Toy2d::TwoGaussians.log_density(&flipped).unwrap().unwrap()
-            }
-            fn event_shape(&self) -> Vec<i64> {
-                vec![2]
-            }
-        }
-        let (r, _) = evaluate_2d(&Swapped, &src, &test, &samples, &EvalOptions::default(), CPU).unwrap();
-        let left = Vec::<f32>::try_from(&test.select(1, 0)).unwrap();
-        let share = left.iter().filter(|v| **v < 0.0).count() as f64 / left.len() as f64;
-        let want = share * (0.8f64 / 0.2).ln() + (1.0 - share) * (0.2f64 / 0.8).ln();
-        assert!((r.kl.unwrap() - want).abs() < 1e-3, "{:?} vs {want}", r.kl);
-
-        let bad = EvalOptions { grid_n: 1, ..EvalOptions::default() };
-        assert!(evaluate_2d(&model, &src, &test, &samples, &bad, CPU).is_err());
-    }
-
-    #[test]
     fn grid_mode_weights_of_a_known_mixture() {
         let m = crate::energy::GaussianMixture::isotropic(
             &[0.8, 0.2],
@@ -1074,16 +601,5 @@ mod tests {
         let gz = grid_log_z(&m, &grid, Device::Cpu).unwrap();
         let w = grid_mode_weights(&gz, &[[-2.0, 0.0], [2.0, 0.0]]);
         assert!((w[0] - 0.8).abs() < 1e-4 && (w[1] - 0.2).abs() < 1e-4, "{w:?}");
-    }
-
-    #[test]
-    fn auroc_of_known_rankings() {
-        assert_eq!(auroc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
-        assert_eq!(auroc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
-        assert_eq!(auroc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
-        // pos {1, 3}, neg {2}: one of two pairs ordered right
-        assert_eq!(auroc(&[1.0, 3.0], &[2.0]), 0.5);
-        // pos {2, 3}, neg {2, 1}: pairs (2>2 tie ½, 2>1, 3>2, 3>1) = 3.5 / 4
-        assert_eq!(auroc(&[2.0, 3.0], &[2.0, 1.0]), 0.875);
     }
 }

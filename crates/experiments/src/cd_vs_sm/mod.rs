@@ -1,0 +1,273 @@
+//! The main experiment: CD-k, persistent CD, the replay buffer and score matching (exact, Hutchinson,
+//! sliced, denoising) trained on the same MLP, optimiser and number of updates on 2-D densities, then
+//! sampled the same way (long Langevin from noise, then MALA) and evaluated against exact answers.
+
+use crate::common::{Outcome, RunContext, RunOptions};
+use anyhow::{Context, Result};
+use ebm_core::data::Source2d;
+use ebm_core::energy::{EnergyModel, Mlp};
+use ebm_core::eval::{
+    evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
+    GridSpec,
+};
+use ebm_core::objective::Objective;
+use ebm_core::sampler::{Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
+use ebm_core::train::{TensorData, TrainConfig, Trainer};
+use ebm_log::plot::{self, AxesBox, HeatmapOptions};
+use ebm_log::{HParamValue, MetricsSink, ProgressSink, TensorBoardWriter};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+mod config;
+mod report;
+
+pub use config::{default_config_path, CdVsSmConfig, EvalSettings, Method, SamplingSettings, SmSettings};
+use report::{fmt_weights, write_results};
+pub use report::{markdown_table, ResultRow};
+
+fn axes(bbox: [f64; 4], margin: f64) -> Result<AxesBox> {
+    let (mx, my) = ((bbox[1] - bbox[0]) * margin, (bbox[3] - bbox[2]) * margin);
+    Ok(AxesBox::new((bbox[0] - mx, bbox[1] + mx), (bbox[2] - my, bbox[3] + my))?)
+}
+
+/// Samples a model the same way for every method: uniform noise on the box, unadjusted Langevin, then MALA.
+/// Returns (Langevin samples, MALA samples, MALA acceptance).
+pub fn sample_model(
+    m: &dyn EnergyModel,
+    s: &SamplingSettings,
+    bbox: [f64; 4],
+    margin: f64,
+    device: Device,
+) -> Result<(Tensor, Tensor, f64)> {
+    let b = axes(bbox, margin)?;
+    let x0 = Tensor::rand([s.n as i64, 2], (Kind::Float, device))
+        * Tensor::from_slice(&[(b.x_max - b.x_min) as f32, (b.y_max - b.y_min) as f32]).to_device(device)
+        + Tensor::from_slice(&[b.x_min as f32, b.y_min as f32]).to_device(device);
+    let ula = Langevin::new(LangevinConfig::seed_form(s.langevin_step))?.run(m, &x0, s.langevin_steps)?;
+    let mala = Mala::new(MalaConfig { step_size: s.mala_step, record: false })?.run(m, &ula.x, s.mala_steps)?;
+    Ok((ula.x, mala.x, mala.acceptance.unwrap_or(f64::NAN)))
+}
+
+struct RunOutput {
+    row: ResultRow,
+    heatmap: PathBuf,
+}
+
+/// Runs the whole experiment.
+pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, Vec<ResultRow>)>> {
+    cfg.validate()?;
+    let ctx = RunContext::for_config(cfg, "exp_cd_vs_sm", opts)?;
+    let r = run_in(cfg, &ctx);
+    Outcome::from_result(r, ctx.run_dir.path())
+}
+
+fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext) -> Result<(PathBuf, Vec<ResultRow>)> {
+    let run_dir = &ctx.run_dir;
+    let multi = indicatif::MultiProgress::new();
+    let mut rows = Vec::new();
+    let mut panels: Vec<Vec<Option<PathBuf>>> = vec![vec![None; cfg.datasets.len()]; cfg.methods.len()];
+    for (di, ds) in cfg.datasets.iter().enumerate() {
+        let source = Source2d::from_spec(ds)?;
+        let train = source.sample(cfg.n_train, cfg.seed).to_device(ctx.device);
+        let test = source.sample(cfg.n_test, cfg.seed.wrapping_add(1_000_003)).to_device(ctx.device);
+        for (mi, method) in cfg.methods.iter().enumerate() {
+            let job = Job { cfg, ctx, source: &source, method: *method, train: &train, test: &test };
+            let out = run_one(&job, &multi)?;
+            panels[mi][di] = Some(out.heatmap);
+            rows.push(out.row);
+        }
+    }
+    write_results(cfg, run_dir, &rows)?;
+    let row_titles: Vec<String> = cfg.methods.iter().map(|m| m.label(cfg)).collect();
+    let row_refs: Vec<&str> = row_titles.iter().map(String::as_str).collect();
+    let col_refs: Vec<&str> = cfg.datasets.iter().map(String::as_str).collect();
+    plot::compose_grid(
+        &run_dir.path().join("overview.png"),
+        &panels,
+        &row_refs,
+        &col_refs,
+        Some("model density (heat map) with MALA samples (dots), same MLP and budget"),
+    )?;
+    Ok((run_dir.path().to_path_buf(), rows))
+}
+
+/// One (dataset, method) training run.
+struct Job<'a> {
+    cfg: &'a CdVsSmConfig,
+    ctx: &'a RunContext,
+    source: &'a Source2d,
+    method: Method,
+    train: &'a Tensor,
+    test: &'a Tensor,
+}
+
+fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
+    let Job { cfg, ctx, source, method, train, test } = *job;
+    let device = ctx.device;
+    let ds = source.name();
+    let part = ctx.sub_run(Path::new(&sanitize(&ds)).join(method.name()))?;
+    let sub = part.dir.clone();
+    let result_path = sub.join("result.json");
+    if part.resuming() && result_path.exists() {
+        let row: ResultRow = serde_json::from_slice(&std::fs::read(&result_path)?)
+            .with_context(|| format!("corrupt {}", result_path.display()))?;
+        eprintln!("ebm-rs: {ds}/{method} finished before; kept");
+        return Ok(RunOutput { row, heatmap: sub.join("density.png") });
+    }
+    let bbox = source.bbox();
+    let margin = EvalOptions::default().margin;
+    // Same initial weights for every method.
+    tch::manual_seed(cfg.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = Mlp::new(&vs.root(), &cfg.model)?;
+    let objective = method.objective(cfg, axes_bbox(bbox, margin)).build(&model, device)?;
+    // [eval].every drives the trainer's evaluation callback
+    let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
+    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?)?;
+    let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{ds} / {}", method.label(cfg)));
+    bar.set_position(resumed_at.unwrap_or(0) as u64);
+    let mut sink = part.sinks(ProgressSink::with_bar(bar.clone()), resumed_at)?;
+    if resumed_at.is_none() {
+        sink.text("config", 0, &format!("```toml\n{}\n```", crate::common::config::to_toml(cfg)?))?;
+    }
+
+    let data_pts = plot::points_from_tensor(&test.narrow(0, 0, test.size()[0].min(1000)))?;
+    let ax = axes(bbox, margin)?;
+    let grid_train = GridSpec::with_margin(bbox, margin, cfg.eval.grid_n_train)?;
+    let (every, image_every, iters) = (cfg.eval.every, cfg.eval.image_every, cfg.train.iters);
+    let tmp_png = sub.join(".tmp-eval.png");
+    // time spent evaluating inside the training loop, subtracted from the per-update time
+    let eval_seconds = std::cell::Cell::new(0.0f64);
+    let mut eval =
+        |step: usize, m: &dyn EnergyModel, _obj: &dyn Objective, sink: &mut dyn MetricsSink| -> ebm_core::Result<()> {
+            let started = Instant::now();
+            let due = |n: usize| (n > 0 && step.is_multiple_of(n)) || step == iters;
+            let io = |e: ebm_log::LogError| ebm_core::EbmError::Io {
+                path: sub.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            };
+            if due(every) {
+                let gz = grid_log_z(m, &grid_train, device)?;
+                sink.scalar("eval/nll", step as u64, nll(m, test, gz.log_z, device)?)?;
+                if let Some(kl) = kl_to_source(m, source, test, gz.log_z, device)? {
+                    sink.scalar("eval/kl", step as u64, kl)?;
+                }
+                sink.scalar("eval/log_z", step as u64, gz.log_z)?;
+                if due(image_every) {
+                    let opts =
+                        HeatmapOptions { title: "p(x)", points: Some(&data_pts), range: None, colorbar_label: "p(x)" };
+                    let img =
+                        plot::heatmap(&tmp_png, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &opts).map_err(io)?;
+                    sink.image("density", step as u64, &img)?;
+                    // a cheaper version of the final sampling, for the pictures along the way
+                    let s = &cfg.sampling;
+                    let quick = SamplingSettings {
+                        n: s.n.min(500),
+                        langevin_steps: s.langevin_steps.min(200),
+                        mala_steps: s.mala_steps.min(100),
+                        ..s.clone()
+                    };
+                    let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)
+                        .map_err(|e| ebm_core::error::invalid("sampling", e.to_string()))?;
+                    let pts = plot::points_from_tensor(&xs).map_err(io)?;
+                    let img = plot::scatter_samples(&tmp_png, &data_pts, &pts, &ax, "samples").map_err(io)?;
+                    sink.image("samples", step as u64, &img)?;
+                }
+            }
+            eval_seconds.set(eval_seconds.get() + started.elapsed().as_secs_f64());
+            Ok(())
+        };
+    let t0 = Instant::now();
+    let outcome = trainer.run(&mut TensorData::new(train.shallow_clone())?, &mut sink, Some(&mut eval))?;
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&tmp_png);
+    if outcome.interrupted {
+        bar.abandon();
+        sink.flush()?;
+    }
+    part.finished(&outcome)?;
+    bar.finish();
+
+    // Final evaluation, the same for every method.
+    tch::manual_seed(cfg.seed.wrapping_add(7) as i64);
+    let (ula, samples, acc) = sample_model(&model, &cfg.sampling, bbox, margin, device)?;
+    let opts = EvalOptions { grid_n: cfg.eval.grid_n, ..EvalOptions::default() };
+    let (report, gz): (EvalReport, GridLogZ) = evaluate_2d(&model, source, test, &samples, &opts, device)?;
+    let k = (opts.mmd_points as i64).min(ula.size()[0]).min(test.size()[0]);
+    let mmd2_langevin = mmd2_rbf(&ula.narrow(0, 0, k), &test.narrow(0, 0, k), None)?.mmd2;
+    let modes = source.modes();
+    let density_weights = modes.as_ref().map(|m| grid_mode_weights(&gz, &m.centers));
+    let mode_tv_density = modes
+        .as_ref()
+        .zip(density_weights.as_ref())
+        .map(|(m, w)| 0.5 * m.weights.iter().zip(w).map(|(a, b)| (a - b).abs()).sum::<f64>());
+    let total_seconds = t0.elapsed().as_secs_f64();
+
+    let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
+    let title = format!("{} on {ds}", method.label(cfg));
+    let heat_opts = HeatmapOptions { title: &title, points: Some(&sample_pts), range: None, colorbar_label: "p_θ(x)" };
+    let heatmap = sub.join("density.png");
+    let img = plot::heatmap(&heatmap, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &heat_opts)?;
+    sink.image("final/density_with_samples", outcome.steps as u64, &img)?;
+    plot::scatter_samples(&sub.join("samples.png"), &data_pts, &sample_pts, &ax, &title)?;
+
+    let row = ResultRow {
+        dataset: ds.clone(),
+        method,
+        nll: report.nll,
+        kl: report.kl,
+        mmd2: report.mmd2,
+        mmd2_langevin,
+        mode_tv_samples: report.mode_weight_tv,
+        mode_tv_density,
+        model_weights: density_weights.as_deref().map(fmt_weights),
+        true_weights: report.true_mode_weights.as_deref().map(fmt_weights),
+        far_share: report.far_share,
+        mala_acceptance: acc,
+        ms_per_iter: 1e3 * (train_seconds - eval_seconds.get())
+            / (outcome.steps - resumed_at.unwrap_or(0)).max(1) as f64,
+        train_seconds,
+        total_seconds,
+    };
+    let mut final_metrics =
+        vec![("final/nll", row.nll), ("final/mmd2", row.mmd2), ("final/ms_per_iter", row.ms_per_iter)];
+    if let Some(kl) = row.kl {
+        final_metrics.push(("final/kl", kl));
+    }
+    if let Some(tv) = row.mode_tv_density {
+        final_metrics.push(("final/mode_tv_density", tv));
+    }
+    sink.scalars(outcome.steps as u64, &final_metrics)?;
+    sink.flush()?;
+    drop(sink);
+    // hparams go in their own writer in the same run folder (TensorBoard merges the files)
+    let mut hp = TensorBoardWriter::create(&sub)?;
+    let hparams: Vec<(&str, HParamValue)> = vec![
+        ("method", method.name().into()),
+        ("dataset", ds.as_str().into()),
+        ("iters", HParamValue::from(cfg.train.iters as f64)),
+        ("batch_size", HParamValue::from(cfg.train.batch_size as f64)),
+        ("lr", HParamValue::from(cfg.train.optim.lr)),
+        ("k", HParamValue::from(cfg.cd.k as f64)),
+    ];
+    hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;
+    hp.flush()?;
+    ebm_log::write_atomic(&result_path, &serde_json::to_vec_pretty(&row)?)?;
+    Ok(RunOutput { row, heatmap })
+}
+
+fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {
+    let (mx, my) = ((bbox[1] - bbox[0]) * margin, (bbox[3] - bbox[2]) * margin);
+    [bbox[0] - mx, bbox[1] + mx, bbox[2] - my, bbox[3] + my]
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}

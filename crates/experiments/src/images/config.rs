@@ -1,0 +1,372 @@
+//! Settings of `exp_images`: the [`ImageMethod`]s and [`ImagesConfig`].
+
+use crate::common::device::DeviceArg;
+use crate::common::CdSettings;
+use anyhow::{bail, Result};
+use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
+use ebm_core::classifier::ClassifierConfig;
+use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
+use ebm_core::energy::ConvConfig;
+use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
+use ebm_core::optim::AdamConfig;
+use ebm_core::sampler::{BufferConfig, Init, LangevinConfig};
+use ebm_core::train::TrainConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk` or `dsm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMethod {
+    /// Contrastive divergence with the IGEBM replay buffer.
+    Replay,
+    /// CD-k from the data.
+    Cdk,
+    /// Denoising score matching.
+    Dsm,
+}
+
+impl ImageMethod {
+    /// Every method.
+    pub const ALL: [ImageMethod; 3] = [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm];
+
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageMethod::Replay => "replay",
+            ImageMethod::Cdk => "cdk",
+            ImageMethod::Dsm => "dsm",
+        }
+    }
+
+    /// The objective with the experiment's settings.
+    pub fn objective(self, cfg: &ImagesConfig) -> ObjectiveConfig {
+        match self {
+            ImageMethod::Replay => ObjectiveConfig::Contrastive(cfg.cd.objective(
+                Negatives::Replay(BufferConfig {
+                    capacity: cfg.cd.buffer_capacity,
+                    restart_prob: cfg.cd.restart_prob,
+                    init: cfg.noise_init(),
+                }),
+                cfg.cd.k,
+            )),
+            ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
+            ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
+        }
+    }
+}
+
+impl std::fmt::Display for ImageMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ImageMethod {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ImageMethod::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let valid: Vec<&str> = ImageMethod::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method '{s}'; valid methods: {}", valid.join(", "))
+        })
+    }
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// `digits`, `mnist5k` or `folder:<path>`.
+    pub dataset: String,
+    /// Folder of `digits.csv.gz` and `mnist_5k.csv.gz` (default: `$EBM_DATA_DIR`, else `data/`).
+    pub data_dir: Option<PathBuf>,
+    /// Pixel range of the data (and of the samples).
+    pub scale: PixelScale,
+    /// Share of the images held out as the test split (deterministic for the seed, stratified by label).
+    pub test_fraction: f64,
+    /// How a folder is read (size, resizing, colour, bad files).
+    pub folder: FolderOptions,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        DataSettings {
+            dataset: "digits".into(),
+            data_dir: None,
+            scale: PixelScale::MinusOneOne,
+            test_fraction: 0.2,
+            folder: FolderOptions::default(),
+        }
+    }
+}
+
+/// Final sampling: fresh chains from uniform noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingSettings {
+    /// Chains (images in `samples.png` and in the classifier's score).
+    pub n: usize,
+    /// Langevin steps from noise (the training sampler's settings).
+    pub steps: usize,
+    /// Images per row of the grids.
+    pub nrow: usize,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        SamplingSettings { n: 400, steps: 1000, nrow: 20 }
+    }
+}
+
+/// TensorBoard images during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Sample and buffer grids (and the classifier's score of the samples) every this many updates (0: only
+    /// at the end).
+    pub image_every: usize,
+    /// Images per grid.
+    pub grid_n: usize,
+    /// Langevin steps of the fresh samples shown during training.
+    pub fresh_steps: usize,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { image_every: 250, grid_n: 100, fresh_steps: 200 }
+    }
+}
+
+/// AIS settings for `log Z` (base: uniform on the data range).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AisSettings {
+    /// Run AIS at the end.
+    pub enabled: bool,
+    /// Chains.
+    pub chains: usize,
+    /// Intermediate distributions.
+    pub steps: usize,
+    /// MALA sweeps per distribution.
+    pub sweeps: usize,
+    /// β spacing.
+    pub schedule: Schedule,
+    /// Initial MALA step size (adapted towards `target_accept`).
+    pub step_size: f64,
+    /// MALA acceptance rate the step size is adapted to.
+    pub target_accept: f64,
+}
+
+impl Default for AisSettings {
+    fn default() -> Self {
+        AisSettings {
+            enabled: true,
+            chains: 128,
+            steps: 2000,
+            sweeps: 1,
+            schedule: Schedule::Sigmoid { delta: 4.0 },
+            step_size: 1e-3,
+            target_accept: 0.6,
+        }
+    }
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalSettings {
+    /// Train the digit classifier (needs labels) and score samples with it.
+    pub classifier_enabled: bool,
+    /// The classifier.
+    pub classifier: ClassifierConfig,
+    /// AIS.
+    pub ais: AisSettings,
+    /// Images per set in the out-of-distribution AUROC (test images vs noise vs shuffled pixels).
+    pub ood_n: usize,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        EvalSettings {
+            classifier_enabled: true,
+            classifier: ClassifierConfig::default(),
+            ais: AisSettings::default(),
+            ood_n: 1000,
+        }
+    }
+}
+
+/// The experiment's configuration (`experiments/exp_images.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// The data.
+    pub data: DataSettings,
+    /// How the model is trained.
+    pub method: ImageMethod,
+    /// Seed (weights, split, chains).
+    pub seed: u64,
+    /// Device.
+    pub device: DeviceArg,
+    /// CPU threads for libtorch (0: libtorch's default).
+    pub threads: usize,
+    /// Root folder of the runs.
+    pub out: PathBuf,
+    /// Run folder name (default: a timestamp).
+    pub run_name: Option<String>,
+    /// The conv energy; `in_channels` and `image_size` are taken from the data.
+    pub model: ConvConfig,
+    /// Training loop.
+    pub train: TrainConfig,
+    /// Contrastive settings.
+    pub cd: CdSettings,
+    /// Noise level σ of denoising score matching.
+    pub dsm_sigma: f64,
+    /// Final samples.
+    pub sampling: SamplingSettings,
+    /// TensorBoard images.
+    pub log: LogSettings,
+    /// Evaluation.
+    pub eval: EvalSettings,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            data: DataSettings::default(),
+            method: ImageMethod::Replay,
+            seed: 0,
+            device: DeviceArg::Auto,
+            threads: 0,
+            out: PathBuf::from("experiments/runs"),
+            run_name: None,
+            model: ConvConfig { channels: vec![32, 64, 64], ..Default::default() },
+            train: TrainConfig {
+                iters: 2000,
+                batch_size: 128,
+                optim: AdamConfig { lr: 1e-4, betas: [0.0, 0.999], ..Default::default() },
+                log_every: 10,
+                ..Default::default()
+            },
+            cd: CdSettings {
+                k: 60,
+                langevin: LangevinConfig {
+                    step_size: 10.0,
+                    noise: Some(0.005),
+                    grad_clip: Some(0.03),
+                    clamp: None,
+                    record: false,
+                },
+                alpha: 0.1,
+                buffer_capacity: 8192,
+                restart_prob: 0.05,
+            },
+            dsm_sigma: 0.1,
+            sampling: SamplingSettings::default(),
+            log: LogSettings::default(),
+            eval: EvalSettings::default(),
+        }
+    }
+}
+
+crate::common::cli::experiment_config!(ImagesConfig);
+
+impl ImagesConfig {
+    /// Shrinks everything for a smoke run of a few seconds (same data, method and code paths).
+    pub fn make_quick(&mut self) {
+        self.train.iters = self.train.iters.min(40);
+        self.train.batch_size = self.train.batch_size.min(32);
+        self.cd.k = self.cd.k.min(10);
+        self.cd.buffer_capacity = self.cd.buffer_capacity.min(256);
+        self.sampling.n = self.sampling.n.min(40);
+        self.sampling.steps = self.sampling.steps.min(30);
+        self.sampling.nrow = self.sampling.nrow.min(10);
+        self.log.image_every = 20;
+        self.log.grid_n = self.log.grid_n.min(16);
+        self.log.fresh_steps = self.log.fresh_steps.min(10);
+        self.eval.classifier.epochs = self.eval.classifier.epochs.min(2);
+        self.eval.ais.chains = self.eval.ais.chains.min(16);
+        self.eval.ais.steps = self.eval.ais.steps.min(50);
+        self.eval.ood_n = self.eval.ood_n.min(100);
+    }
+
+    /// Checks names and ranges (unknown names list the valid ones).
+    pub fn validate(&self) -> Result<()> {
+        self.data.dataset.parse::<ImageDataset>()?;
+        if !(self.data.test_fraction > 0.0 && self.data.test_fraction < 1.0) {
+            bail!("data.test_fraction must be in (0, 1), got {}", self.data.test_fraction);
+        }
+        if self.sampling.n == 0 || self.sampling.nrow == 0 || self.log.grid_n == 0 || self.eval.ood_n == 0 {
+            bail!("sampling.n, sampling.nrow, log.grid_n and eval.ood_n must be ≥ 1");
+        }
+        if !(self.dsm_sigma > 0.0) {
+            bail!("dsm_sigma must be > 0, got {}", self.dsm_sigma);
+        }
+        self.train.validate()?;
+        self.eval.classifier.validate()?;
+        self.ais_config().validate()?;
+        self.langevin().validate()?;
+        Ok(())
+    }
+
+    /// The Langevin sampler of training and sampling, clamped to the data range unless set otherwise.
+    pub fn langevin(&self) -> LangevinConfig {
+        let (lo, hi) = self.data.scale.range();
+        let mut l = self.cd.langevin.clone();
+        l.clamp = l.clamp.or(Some([lo, hi]));
+        l
+    }
+
+    /// Uniform noise on the data range: the buffer's restarts and the start of fresh chains.
+    pub fn noise_init(&self) -> Init {
+        let (low, high) = self.data.scale.range();
+        Init::Uniform { low, high }
+    }
+
+    /// The AIS configuration: uniform base on the data range, MALA transitions.
+    pub fn ais_config(&self) -> AisConfig {
+        let (low, high) = self.data.scale.range();
+        let a = &self.eval.ais;
+        AisConfig {
+            chains: a.chains,
+            steps: a.steps,
+            sweeps: a.sweeps,
+            schedule: a.schedule,
+            base: AisBase::Uniform { low, high },
+            transition: AisTransition::Mala { step_size: a.step_size, target_accept: Some(a.target_accept) },
+        }
+    }
+
+    /// A label for tables.
+    pub fn label(&self) -> String {
+        match self.method {
+            ImageMethod::Replay => format!("replay buffer, {} Langevin steps", self.cd.k),
+            ImageMethod::Cdk => format!("CD-{} from data", self.cd.k),
+            ImageMethod::Dsm => format!("denoising SM, σ = {}", self.dsm_sigma),
+        }
+    }
+}
+
+/// Resolves the default config (`experiments/exp_images.toml`) relative to the working directory or the
+/// repository.
+pub fn default_config_path() -> Option<PathBuf> {
+    crate::config::find_config("exp_images.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_are_errors_listing_the_valid_ones() {
+        let e = "pcd".parse::<ImageMethod>().unwrap_err();
+        assert!(e.contains("pcd") && e.contains("replay, cdk, dsm"), "{e}");
+        let cfg =
+            ImagesConfig { data: DataSettings { dataset: "cifar".into(), ..Default::default() }, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("folder:<path>"));
+        let mut cfg = ImagesConfig::default();
+        cfg.make_quick();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.langevin().clamp, Some([-1.0, 1.0]));
+    }
+}
