@@ -68,7 +68,7 @@ pub fn invalid(name: &str, msg: impl Into<String>) -> EbmError {
 }
 
 /// Helper for I/O errors carrying the path.
-pub fn io_err(path: impl AsRef<std::path::Path>, source: std::io::Error) -> EbmError {
+pub(crate) fn io_err(path: impl AsRef<std::path::Path>, source: std::io::Error) -> EbmError {
     EbmError::Io { path: path.as_ref().display().to_string(), source }
 }
 

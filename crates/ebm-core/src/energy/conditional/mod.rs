@@ -26,26 +26,18 @@ mod unet;
 pub use net::ConditionalNet;
 
 use super::{Activation, EnergyModel};
-use crate::check::check_input;
+use crate::batch::Batch;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// Checks `x: [B, *event]` and `labels: [B]` with values in range.
+/// Checks `x: [B, *event]` and `labels: [B]` (int64) with values in `0..num_labels` (see [`Batch::check`]).
 pub fn check_labelled(m: &dyn EnergyModel, x: &Tensor, labels: &Tensor) -> Result<()> {
-    check_input(&m.event_shape(), x, "conditional model input x")?;
-    let b = x.size()[0];
-    if labels.size() != [b] || labels.kind() != Kind::Int64 {
-        return Err(invalid(
-            "labels",
-            format!("need int64 labels of shape [{b}], got {:?} of shape {:?}", labels.kind(), labels.size()),
-        ));
-    }
-    let (lo, hi) = (i64::try_from(labels.min())?, i64::try_from(labels.max())?);
-    if lo < 0 || hi >= m.num_labels() {
-        return Err(invalid("labels", format!("must be in 0..{}, got values in [{lo}, {hi}]", m.num_labels())));
-    }
-    Ok(())
+    Batch::labelled(x.shallow_clone(), labels.shallow_clone()).check(
+        &m.event_shape(),
+        m.num_labels(),
+        "conditional model input x",
+    )
 }
 
 /// `f(x, y)` with `y` fixed: an [`EnergyModel`] over `x` (one expert of a composition).
