@@ -4,10 +4,19 @@
 //! or `_` and may contain letters, digits and `_ - . : =` (so `shape=circle` is one name). Weights are
 //! positive decimal numbers (`2`, `0.5`, `1e-1`); negate with `!`. What the operators mean for energies is
 //! in [`crate::energy::compose`]; data sources use the same expressions to describe attribute sets.
+//!
+//! Nesting (parentheses, `!` and `w*`, each one level) is limited to [`MAX_DEPTH`] levels: the parser is
+//! recursive, and a deeper expression is an error pointing at the first token past the limit rather than a
+//! stack overflow.
 
 use crate::error::{invalid, EbmError};
 use std::fmt;
 use std::str::FromStr;
+
+/// The deepest nesting an expression may have: every `(`, `!` and `w*` opens one level. Far more than a
+/// composition needs; it keeps the recursive parser (and everything that walks the tree) off the end of
+/// the stack.
+pub const MAX_DEPTH: usize = 64;
 
 // ---------------------------------------------------------------------------------------------------------
 
@@ -180,6 +189,8 @@ struct Parser<'s> {
     toks: Vec<(Tok, usize, usize)>,
     i: usize,
     end: usize,
+    /// Levels of `(`, `!` and `w*` open at the current token.
+    depth: usize,
 }
 
 impl<'s> Parser<'s> {
@@ -189,7 +200,7 @@ impl<'s> Parser<'s> {
 
     fn lex(source: &'s str) -> std::result::Result<Self, ExprError> {
         let chars: Vec<char> = source.chars().collect();
-        let mut p = Parser { source, toks: Vec::new(), i: 0, end: chars.len() };
+        let mut p = Parser { source, toks: Vec::new(), i: 0, end: chars.len(), depth: 0 };
         let mut i = 0;
         while i < chars.len() {
             let c = chars[i];
@@ -268,6 +279,26 @@ impl<'s> Parser<'s> {
             return Err(self.err(self.end, 1, format!("{what}: expected a name, '!', a weight or '('")));
         };
         self.i += 1;
+        let opens = matches!(tok, Tok::Not | Tok::Num(_) | Tok::LParen);
+        if opens {
+            if self.depth >= MAX_DEPTH {
+                return Err(self.err(
+                    pos,
+                    len,
+                    format!("the expression nests deeper than {MAX_DEPTH} levels (each '(', '!' and weight opens one)"),
+                ));
+            }
+            self.depth += 1;
+        }
+        let e = self.unary_tok(tok, pos, len);
+        if opens {
+            self.depth -= 1;
+        }
+        e
+    }
+
+    /// The operand that starts with `tok` (already consumed) at `pos`.
+    fn unary_tok(&mut self, tok: Tok, pos: usize, len: usize) -> std::result::Result<Expr, ExprError> {
         match tok {
             Tok::Name(name) => Ok(Expr::Name { name, pos }),
             Tok::Not => Ok(Expr::Not(Box::new(self.unary()?))),
@@ -458,5 +489,24 @@ mod tests {
             assert!(e.to_string().contains(&format!("at column {}", pos + 1)), "{src}: {e}");
         }
         assert!(Expression::parse("red blue").unwrap_err().msg.contains("missing '&' or '|'"));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_an_error_at_its_column_not_a_stack_overflow() {
+        // 20 000 levels overflowed the stack of the recursive parser
+        for (open, close) in [("(", ")"), ("!", ""), ("2*", "")] {
+            let src = format!("{}red{}", open.repeat(20_000), close.repeat(20_000));
+            let e = Expression::parse(&src).unwrap_err();
+            assert_eq!(e.pos, MAX_DEPTH * open.len(), "{open}: {}", e.msg);
+            assert!(e.msg.contains(&format!("nests deeper than {MAX_DEPTH} levels")), "{}", e.msg);
+            assert!(e.to_string().contains(&format!("at column {}", MAX_DEPTH * open.len() + 1)), "{}", e.msg);
+        }
+        // the limit itself is fine, and sibling groups do not add up
+        let src = format!("{}red{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert_eq!(Expression::parse(&src).unwrap().to_string(), "red");
+        let wide = vec!["!(a & (b | !c))"; 1000].join(" & ");
+        assert!(Expression::parse(&wide).is_ok());
+        let mixed = format!("{}a", "!(2*".repeat(MAX_DEPTH / 3)) + &")".repeat(MAX_DEPTH / 3);
+        assert!(Expression::parse(&mixed).is_ok());
     }
 }

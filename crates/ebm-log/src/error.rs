@@ -54,6 +54,9 @@ pub enum LogError {
     /// A libtorch operation failed while reading a tensor.
     #[error("tensor: {0}")]
     Tensor(#[from] tch::TchError),
+    /// A metrics sink failed (the trait's error, as it came).
+    #[error(transparent)]
+    Sink(#[from] ebm_core::train::SinkError),
 }
 
 /// Result alias with [`LogError`].

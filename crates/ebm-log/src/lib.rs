@@ -44,7 +44,7 @@ pub mod tfrecord;
 pub use error::{LogError, Result};
 pub use fsutil::write_atomic;
 pub use histogram::Histogram;
-pub use rundir::{timestamp_name, RunDir};
+pub use rundir::{check_run_name, timestamp_name, RunDir};
 pub use sink::{CsvSink, MetricsSink, MultiSink, ProgressSink};
 pub use tensorboard::{
     HParamValue, TensorBoardWriter, HPARAMS_EXPERIMENT_TAG, HPARAMS_SESSION_END_TAG, HPARAMS_SESSION_START_TAG,

@@ -13,6 +13,9 @@ pub const DT_FLOAT: i32 = 1;
 pub const DT_STRING: i32 = 7;
 /// `tensorboard.hparams.Status.STATUS_SUCCESS`.
 pub const STATUS_SUCCESS: i32 = 1;
+/// `tensorboard.SessionLog.SessionStatus.START`: a (re)start of training; TensorBoard discards the
+/// records read before it whose step is at least this event's step.
+pub const SESSION_START: i32 = 1;
 /// `tensorboard.hparams.DataType.DATA_TYPE_STRING`.
 pub const HPARAM_TYPE_STRING: i32 = 1;
 /// `tensorboard.hparams.DataType.DATA_TYPE_BOOL`.
@@ -35,6 +38,23 @@ pub struct Event {
     /// The summary values of this event.
     #[prost(message, optional, tag = "5")]
     pub summary: Option<Summary>,
+    /// A session status change (e.g. [`SESSION_START`] after a restart).
+    #[prost(message, optional, tag = "7")]
+    pub session_log: Option<SessionLog>,
+}
+
+/// `tensorboard.SessionLog`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SessionLog {
+    /// [`SESSION_START`] etc.
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    /// Checkpoint path (for a checkpoint status).
+    #[prost(string, tag = "2")]
+    pub checkpoint_path: String,
+    /// A message.
+    #[prost(string, tag = "3")]
+    pub msg: String,
 }
 
 /// `tensorboard.Summary`.
@@ -323,7 +343,8 @@ mod tests {
 
     #[test]
     fn event_encodes_with_expected_field_keys() {
-        let ev = Event { wall_time: 1.5, step: 3, file_version: "brain.Event:2".into(), summary: None };
+        let ev =
+            Event { wall_time: 1.5, step: 3, file_version: "brain.Event:2".into(), summary: None, session_log: None };
         let bytes = ev.encode_to_vec();
         // field 1, wire type 1 (64-bit) = 0x09; field 2 varint = 0x10; field 3 bytes = 0x1a.
         let mut expected = vec![0x09];
@@ -332,6 +353,16 @@ mod tests {
         expected.extend_from_slice(b"brain.Event:2");
         assert_eq!(bytes, expected);
         assert_eq!(Event::decode(bytes.as_slice()).unwrap(), ev);
+    }
+
+    #[test]
+    fn session_log_is_field_7_of_the_event() {
+        let ev = Event {
+            session_log: Some(SessionLog { status: SESSION_START, ..Default::default() }),
+            ..Default::default()
+        };
+        // field 7, wire type 2 = 0x3a, length 2: field 1 varint (0x08) = 1.
+        assert_eq!(ev.encode_to_vec(), vec![0x3a, 2, 0x08, 1]);
     }
 
     #[test]

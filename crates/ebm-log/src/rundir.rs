@@ -33,7 +33,22 @@ fn check_name(what: &str, name: &str) -> Result<()> {
             "{what} '{name}' must be a non-empty single folder name (no '/', '\\', '.' or '..')"
         )));
     }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(LogError::invalid(format!(
+            "{what} {name:?} holds the control character {c:?}: a folder name must be printable (no newline, tab, …)"
+        )));
+    }
     Ok(())
+}
+
+/// Checks that `name` can be a run folder's name: non-empty, one folder (no `/`, `\`, `.` or `..`) and no
+/// control character (newline, tab, …). [`RunDir::create`] checks the same; call this to refuse a bad name
+/// before any other work.
+///
+/// # Errors
+/// [`LogError::InvalidInput`] naming the problem.
+pub fn check_run_name(name: &str) -> Result<()> {
+    check_name("run name", name)
 }
 
 /// Civil date (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
@@ -240,6 +255,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(RunDir::create(dir.path(), "a/b", None).is_err());
         assert!(RunDir::create(dir.path(), "e", Some("..")).is_err());
+        for bad in ["a\nb", "tab\there", "bell\u{7}", "\r"] {
+            let e = RunDir::create(dir.path(), "e", Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("control character"), "{e}");
+            assert!(check_run_name(bad).is_err());
+            assert!(!dir.path().join("e").join(bad).exists());
+        }
+        check_run_name("cd-lr0.1 (second try)").unwrap();
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
         let err = RunDir::create(&file, "exp", Some("r")).unwrap_err().to_string();

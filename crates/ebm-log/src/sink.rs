@@ -23,6 +23,9 @@ impl MetricsSink for TensorBoardWriter {
     fn flush(&mut self) -> SinkResult {
         Ok(TensorBoardWriter::flush(self)?)
     }
+    fn restart(&mut self, step: u64) -> SinkResult {
+        Ok(TensorBoardWriter::restart(self, step)?)
+    }
     fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
         Ok(self.add_scalars(step, values)?)
     }
@@ -90,6 +93,9 @@ impl MetricsSink for MultiSink {
     fn flush(&mut self) -> SinkResult {
         self.each(|s| s.flush())
     }
+    fn restart(&mut self, step: u64) -> SinkResult {
+        self.each(|s| s.restart(step))
+    }
     fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
         self.each(|s| s.scalars(step, values))
     }
@@ -143,6 +149,30 @@ fn csv_line(fields: &[String]) -> Result<Vec<u8>, String> {
     w.into_inner().map_err(|e| e.to_string())
 }
 
+/// Rewrites the CSV file `path` (whose bytes are `old`) atomically, keeping its header and the rows whose
+/// step is at most `through_step`. Returns the header, or `None` (file untouched) when the file does not
+/// start with a `step` column. `doing` names the operation in errors.
+fn cut_rows_after(path: &Path, old: &[u8], through_step: u64, doing: &str) -> Result<Option<Vec<String>>> {
+    let bad = |e: &dyn std::fmt::Display| LogError::invalid(format!("{}: {doing}: {e}", path.display()));
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(old);
+    let header: Vec<String> = reader.headers().map_err(|e| bad(&e))?.iter().map(str::to_string).collect();
+    if header.first().map(String::as_str) != Some("step") {
+        return Ok(None);
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&header).map_err(|e| bad(&e))?;
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| bad(&e))?;
+        let step: u64 = rec.get(0).unwrap_or("").trim().parse().map_err(|_| bad(&format!("bad row {rec:?}")))?;
+        if step <= through_step {
+            w.write_record(&rec).map_err(|e| bad(&e))?;
+        }
+    }
+    let kept = w.into_inner().map_err(|e| bad(&e))?;
+    write_atomic(path, &kept)?;
+    Ok(Some(header))
+}
+
 impl CsvSink {
     /// Creates (or truncates) the CSV file at `path`; the header comes from the first step.
     pub fn create(path: &Path) -> Result<Self> {
@@ -166,23 +196,9 @@ impl CsvSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::create(path),
             Err(e) => return Err(LogError::io("read", path, e)),
         };
-        let bad = |e: &dyn std::fmt::Display| LogError::invalid(format!("{}: cannot resume: {e}", path.display()));
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(old.as_slice());
-        let header: Vec<String> = reader.headers().map_err(|e| bad(&e))?.iter().map(str::to_string).collect();
-        if header.first().map(String::as_str) != Some("step") {
+        let Some(header) = cut_rows_after(path, &old, through_step, "cannot resume")? else {
             return Self::create(path);
-        }
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(&header).map_err(|e| bad(&e))?;
-        for rec in reader.records() {
-            let rec = rec.map_err(|e| bad(&e))?;
-            let step: u64 = rec.get(0).unwrap_or("").trim().parse().map_err(|_| bad(&format!("bad row {rec:?}")))?;
-            if step <= through_step {
-                w.write_record(&rec).map_err(|e| bad(&e))?;
-            }
-        }
-        let kept = w.into_inner().map_err(|e| bad(&e))?;
-        write_atomic(path, &kept)?;
+        };
         let file = OpenOptions::new().append(true).open(path).map_err(|e| LogError::io("open", path, e))?;
         Ok(CsvSink {
             path: path.to_path_buf(),
@@ -308,6 +324,27 @@ impl MetricsSink for CsvSink {
             out.flush().map_err(|e| LogError::io("write", &self.path, e))?;
             out.get_ref().sync_data().map_err(|e| LogError::io("fsync", &self.path, e))?;
         }
+        Ok(())
+    }
+
+    /// Cuts the rows with a step after `step` from the file (and a pending row for a later step), so
+    /// that the steps logged again after a rollback appear once, in order. The header keeps its columns.
+    fn restart(&mut self, step: u64) -> SinkResult {
+        if self.pending_step.is_some_and(|p| p > step) {
+            self.pending_step = None;
+            self.pending.clear();
+        }
+        self.write_pending()?;
+        if !self.header_written {
+            return Ok(());
+        }
+        if let Some(mut out) = self.out.take() {
+            out.flush().map_err(|e| LogError::io("write", &self.path, e))?;
+        }
+        let old = std::fs::read(&self.path).map_err(|e| LogError::io("read", &self.path, e))?;
+        cut_rows_after(&self.path, &old, step, "cannot cut rows after a rollback")?;
+        let file = OpenOptions::new().append(true).open(&self.path).map_err(|e| LogError::io("open", &self.path, e))?;
+        self.out = Some(BufWriter::new(file));
         Ok(())
     }
 }
@@ -491,6 +528,107 @@ mod tests {
         s.scalar("a", 6, 1.0).unwrap();
         s.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&q).unwrap(), "step,a\n6,1.0\n");
+    }
+
+    #[test]
+    fn csv_restart_cuts_the_rows_after_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.csv");
+        let mut s = CsvSink::create(&p).unwrap();
+        for step in 1..=5 {
+            s.scalar("loss", step, step as f64).unwrap();
+        }
+        // rows 1..=4 are written, row 5 is pending: both kinds after step 3 go
+        s.restart(3).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "step,loss\n1,1.0\n2,2.0\n3,3.0\n");
+        s.scalar("loss", 4, 40.0).unwrap();
+        s.scalar("eval", 4, 0.5).unwrap();
+        // a pending row at the restart step itself is kept
+        s.restart(4).unwrap();
+        s.scalar("loss", 5, 50.0).unwrap();
+        s.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "step,loss,eval\n1,1.0,\n2,2.0,\n3,3.0,\n4,40.0,0.5\n5,50.0,\n"
+        );
+        // before anything was written: the pending row of a later step is dropped
+        let q = dir.path().join("early.csv");
+        let mut s = CsvSink::create(&q).unwrap();
+        s.scalar("loss", 2, 2.0).unwrap();
+        s.restart(1).unwrap();
+        s.scalar("loss", 2, 20.0).unwrap();
+        s.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "step,loss\n2,20.0\n");
+    }
+
+    /// An objective whose loss is NaN at one call.
+    struct NanAt {
+        calls: usize,
+        at: usize,
+    }
+
+    impl ebm_core::Objective for NanAt {
+        fn loss(
+            &mut self,
+            m: &dyn ebm_core::EnergyModel,
+            batch: &ebm_core::Batch,
+        ) -> ebm_core::Result<ebm_core::LossOutput> {
+            self.calls += 1;
+            let mut loss = m.f(&batch.x).mean(tch::Kind::Float);
+            if self.calls == self.at {
+                loss *= f64::NAN;
+            }
+            Ok(ebm_core::LossOutput { loss, metrics: vec![] })
+        }
+        fn name(&self) -> String {
+            "nan_at".into()
+        }
+    }
+
+    #[test]
+    fn a_rollback_leaves_each_step_once_in_the_csv_and_a_restart_marker_in_tensorboard() {
+        use ebm_core::energy::{Mlp, MlpConfig};
+        use ebm_core::train::{DivergencePolicy, TensorData, TrainConfig, Trainer};
+        use tch::{nn, Device, Kind, Tensor};
+
+        let dir = tempfile::tempdir().unwrap();
+        let csv_path = dir.path().join("metrics.csv");
+        let tb = TensorBoardWriter::create(dir.path()).unwrap();
+        let tb_path = tb.path().to_path_buf();
+        let mut sink = MultiSink::new(vec![Box::new(tb), Box::new(CsvSink::create(&csv_path).unwrap())]);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
+        let cfg = TrainConfig {
+            iters: 12,
+            batch_size: 16,
+            log_every: 1,
+            snapshot_every: 4,
+            on_divergence: DivergencePolicy::Rollback { max_retries: 1, lr_factor: 0.5 },
+            ..Default::default()
+        };
+        // step 10 diverges; the snapshot of step 8 is the last good one
+        let mut t = Trainer::new(cfg, &vs, &m, Box::new(NanAt { calls: 0, at: 10 }), 0).unwrap();
+        let mut data = TensorData::new(Tensor::randn([64, 2], (Kind::Float, Device::Cpu))).unwrap();
+        let out = t.run(&mut data, &mut sink, None).unwrap();
+        assert_eq!((out.rollbacks, out.steps), (1, 12));
+        drop(sink);
+        let text = std::fs::read_to_string(&csv_path).unwrap();
+        let steps: Vec<u64> = text.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+        assert_eq!(steps, (1..=12).collect::<Vec<u64>>(), "{text}");
+        // TensorBoard: steps 1..=9, the START marker at step 9 (drops steps >= 9), then steps 9..=12
+        let events = crate::tfrecord::read_event_file(&tb_path).unwrap();
+        let seq: Vec<(i64, bool)> = events[1..].iter().map(|e| (e.step, e.session_log.is_some())).collect();
+        let at = seq.iter().position(|&(_, marker)| marker).expect("a restart marker");
+        assert_eq!(seq[at].0, 9);
+        assert_eq!(events[1 + at].session_log.as_ref().unwrap().status, crate::proto::SESSION_START);
+        assert_eq!(seq.iter().filter(|&&(_, marker)| marker).count(), 1);
+        assert_eq!(seq[..at].iter().map(|&(s, _)| s).max(), Some(9));
+        assert_eq!(seq[at + 1].0, 9);
+        // what TensorBoard keeps: before the marker, the steps below it; then everything after it
+        let mut kept: Vec<i64> = seq[..at].iter().map(|&(s, _)| s).filter(|&s| s < seq[at].0).collect();
+        kept.extend(seq[at + 1..].iter().map(|&(s, _)| s));
+        kept.dedup();
+        assert_eq!(kept, (1..=12).collect::<Vec<i64>>());
     }
 
     #[test]

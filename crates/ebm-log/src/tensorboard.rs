@@ -175,7 +175,13 @@ impl TensorBoardWriter {
             file: BufWriter::with_capacity(1 << 16, file),
             last_flush: Instant::now(),
         };
-        w.write_event(Event { wall_time: wall, step: 0, file_version: "brain.Event:2".into(), summary: None })?;
+        w.write_event(Event {
+            wall_time: wall,
+            step: 0,
+            file_version: "brain.Event:2".into(),
+            summary: None,
+            session_log: None,
+        })?;
         w.file.flush().map_err(|e| LogError::io("write", &w.path, e))?;
         Ok(w)
     }
@@ -208,6 +214,24 @@ impl TensorBoardWriter {
             step,
             file_version: String::new(),
             summary: Some(Summary { value: values }),
+            session_log: None,
+        })
+    }
+
+    /// Marks that training went back to `step` (a divergence rollback, a resume): writes TensorBoard's
+    /// restart marker, an event with `session_log { status: START }`, at step `step + 1`. TensorBoard then
+    /// discards the records before the marker whose step is at least the marker's, i.e. everything logged
+    /// for steps after `step`, so that the steps logged again are shown once.
+    pub fn restart(&mut self, step: u64) -> Result<()> {
+        let at = step
+            .checked_add(1)
+            .ok_or_else(|| LogError::invalid(format!("step {step} does not fit TensorBoard's int64")))?;
+        self.write_event(Event {
+            wall_time: unix_time(),
+            step: to_step(at)?,
+            file_version: String::new(),
+            summary: None,
+            session_log: Some(SessionLog { status: SESSION_START, ..Default::default() }),
         })
     }
 
@@ -422,6 +446,23 @@ mod tests {
             }
             other => panic!("expected an image, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn restart_writes_the_session_start_marker_one_step_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TensorBoardWriter::create(dir.path()).unwrap();
+        w.add_scalar("loss", 5, 1.0).unwrap();
+        w.restart(3).unwrap();
+        w.add_scalar("loss", 4, 2.0).unwrap();
+        assert!(w.restart(u64::MAX).is_err());
+        assert!(w.restart(i64::MAX as u64).is_err());
+        w.flush().unwrap();
+        let events = read_event_file(w.path()).unwrap();
+        let got: Vec<(i64, Option<SessionLog>, bool)> =
+            events[1..].iter().map(|e| (e.step, e.session_log.clone(), e.summary.is_some())).collect();
+        let start = SessionLog { status: SESSION_START, checkpoint_path: String::new(), msg: String::new() };
+        assert_eq!(got, vec![(5, None, true), (4, Some(start), false), (4, None, true)]);
     }
 
     #[test]

@@ -3,7 +3,19 @@
 //! Fields may be surrounded by spaces or double quotes; `\r\n` line ends are fine.
 //!
 //! Errors name the file and the line: a missing file, a line with the wrong number of
-//! columns, a field that is not a number, a NaN or infinite value, an empty file.
+//! columns, a field that is not a number, a NaN or infinite value, an empty file. A point set
+//! whose x or y values are all equal (one point, or a constant column) is an error too: it has no
+//! spread, so no box or density can be fitted to it.
+//!
+//! Line numbers count every line of the file from 1, the header and blank lines included, as an
+//! editor numbers them.
+//!
+//! [`Points2d::outliers`] finds values far from the rest by a robust rule: per column, a value
+//! is an outlier when it lies more than [`OUTLIER_MADS`] median absolute deviations (MAD) from
+//! the column's median (when more than half the values are equal the MAD is 0, and the mean
+//! absolute deviation from the median is used instead). For normal data 50 MADs is about 34
+//! standard deviations, so only values that are wrong by orders of magnitude (a typo, a unit
+//! mix-up, a sentinel like `1e30`) are flagged.
 
 use std::path::Path;
 
@@ -13,6 +25,16 @@ use tch::{Device, Kind, Tensor};
 
 use crate::check::check_input;
 use crate::error::{invalid, io_err, EbmError, Result};
+
+/// The fewest points a data set read from a file may have ([`crate::data::Source2d::from_spec`]): fewer cannot
+/// be split into meaningful training and test draws.
+pub const MIN_POINTS: usize = 10;
+
+/// A value more than this many median absolute deviations from its column's median is an outlier (see the
+/// module documentation).
+pub const OUTLIER_MADS: f64 = 50.0;
+
+const COLUMN_NAMES: [&str; 2] = ["x", "y"];
 
 /// Reads a CSV file of 2-D points.
 ///
@@ -36,8 +58,21 @@ pub fn read_points_csv(path: impl AsRef<Path>) -> Result<Tensor> {
 /// # Errors
 /// [`EbmError::Data`] naming `source` and the 1-based line number, as for [`read_points_csv`].
 pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
+    Ok(parse_points_csv_lines(text, source)?.0)
+}
+
+/// [`parse_points_csv`], also returning the 1-based line number of each point (counting every line of the
+/// text, the header and blank lines included).
+///
+/// # Shapes
+/// Returns `([n, 2], n line numbers)`.
+///
+/// # Errors
+/// As [`parse_points_csv`].
+pub fn parse_points_csv_lines(text: &str, source: &str) -> Result<(Tensor, Vec<usize>)> {
     let bad = |msg: String| EbmError::Data { path: source.to_string(), msg };
     let mut values: Vec<f32> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
     let mut seen_line = false;
     let mut header = false;
     for (i, raw) in text.lines().enumerate() {
@@ -72,6 +107,7 @@ pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
             }
             values.push(v32);
         }
+        lines.push(line_no);
     }
     if values.is_empty() {
         let msg = if !seen_line {
@@ -84,7 +120,84 @@ pub fn parse_points_csv(text: &str, source: &str) -> Result<Tensor> {
         return Err(bad(msg));
     }
     let n = (values.len() / 2) as i64;
-    Ok(Tensor::from_slice(&values).reshape([n, 2]))
+    Ok((Tensor::from_slice(&values).reshape([n, 2]), lines))
+}
+
+/// A value far from the rest of its column (see [`Points2d::outliers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outlier {
+    /// The point's index (0-based, in file order).
+    pub index: usize,
+    /// The point's line in its file (1-based, header and blank lines counted), when it came from one.
+    pub line: Option<usize>,
+    /// The column: 0 for x, 1 for y.
+    pub column: usize,
+    /// The value.
+    pub value: f64,
+    /// The column's median.
+    pub median: f64,
+    /// How many deviations it lies from the median: median absolute deviations (MADs), or mean absolute
+    /// deviations when `by_mad` is false (the column's MAD is 0).
+    pub deviations: f64,
+    /// Whether `deviations` counts MADs.
+    pub by_mad: bool,
+}
+
+/// Formats a value (stored as `f32`) short and as written in a file (`1e30`, `0.25`).
+fn short(v: f64) -> String {
+    let v = v as f32;
+    if v != 0.0 && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+impl std::fmt::Display for Outlier {
+    /// E.g. `line 1502: x = 1e30 lies 1.5e30 median absolute deviations from the median of x (-0.003732)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let col = COLUMN_NAMES[self.column];
+        match self.line {
+            Some(l) => write!(f, "line {l}: ")?,
+            None => write!(f, "point {}: ", self.index)?,
+        }
+        let unit = if self.by_mad { "median absolute deviations" } else { "mean absolute deviations" };
+        write!(
+            f,
+            "{col} = {} lies {} {unit} from the median of {col} ({})",
+            short(self.value),
+            rounded(self.deviations),
+            rounded(self.median)
+        )
+    }
+}
+
+/// A value to about four significant digits (`1.5e30`, `0.003732`, `1234`).
+fn rounded(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e6).contains(&v.abs()) {
+        format!("{v:.1e}")
+    } else {
+        let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+        let s = format!("{v:.digits$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
+/// The median of `v` (sorted in place; not empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 /// A fixed set of 2-D points (e.g. a user's CSV file) used as a data source: sampling draws
@@ -94,16 +207,19 @@ pub struct Points2d {
     name: String,
     points: Tensor,
     bbox: [f64; 4],
+    /// The file line of each point, when read from a file.
+    lines: Option<Vec<usize>>,
 }
 
 impl Points2d {
     /// Wraps `points` under a display `name`; the points are copied to the CPU as `f32`.
     ///
     /// # Shapes
-    /// `points: [n, 2]` with `n ≥ 1`.
+    /// `points: [n, 2]` with `n ≥ 2` (x and y must each take two values or more).
     ///
     /// # Errors
-    /// If `points` is not `[n, 2]` with `n ≥ 1` or holds NaN/Inf.
+    /// If `points` is not `[n, 2]` with `n ≥ 1` or holds NaN/Inf; [`EbmError::Data`] naming `name` if
+    /// every point has the same x or the same y (one point, or a constant column): such data has no spread.
     pub fn new(name: impl Into<String>, points: &Tensor) -> Result<Self> {
         let name = name.into();
         check_input(&[2], points, &format!("points of '{name}'"))?;
@@ -113,17 +229,69 @@ impl Points2d {
         if lo.len() != 2 || hi.len() != 2 {
             return Err(invalid("points", "internal: bounding box is not 2-D"));
         }
-        Ok(Points2d { name, points, bbox: [lo[0], hi[0], lo[1], hi[1]] })
+        if let Some(c) = (0..2).find(|&c| !(hi[c] > lo[c])) {
+            let n = points.size()[0];
+            let col = COLUMN_NAMES[c];
+            let all = if n == 1 { "its one point has".to_string() } else { format!("all {n} points have") };
+            return Err(EbmError::Data {
+                path: name,
+                msg: format!(
+                    "the data has no spread in column {col} ({all} {col} = {}): a density needs points that \
+                     differ in x and in y",
+                    short(lo[c])
+                ),
+            });
+        }
+        Ok(Points2d { name, points, bbox: [lo[0], hi[0], lo[1], hi[1]], lines: None })
     }
 
-    /// Loads the points of a CSV file (see [`read_points_csv`]); the name is the file's path.
+    /// Loads the points of a CSV file (see [`read_points_csv`]); the name is the file's path, and each
+    /// point remembers its line (for [`Points2d::outliers`]).
     ///
     /// # Errors
-    /// As [`read_points_csv`].
+    /// As [`read_points_csv`] and [`Points2d::new`].
     pub fn from_csv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let pts = read_points_csv(path)?;
-        Points2d::new(path.display().to_string(), &pts)
+        let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+        let (pts, lines) = parse_points_csv_lines(&text, &path.display().to_string())?;
+        let mut p = Points2d::new(path.display().to_string(), &pts)?;
+        p.lines = Some(lines);
+        Ok(p)
+    }
+
+    /// The file line (1-based, header and blank lines counted) of point `i`, when the points came from a file.
+    pub fn line_of(&self, i: usize) -> Option<usize> {
+        self.lines.as_ref().and_then(|l| l.get(i).copied())
+    }
+
+    /// The values farther than `limit` deviations from their column's median, in file order (by point, x
+    /// before y). The deviation is the median absolute deviation (MAD) of the column, or, when more than half
+    /// its values are equal (MAD = 0), the mean absolute deviation from the median. [`OUTLIER_MADS`] is the
+    /// limit the experiments use.
+    pub fn outliers(&self, limit: f64) -> Vec<Outlier> {
+        let Ok(flat) = Vec::<f32>::try_from(&self.points.reshape([-1])) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut stats = [(0.0, 0.0, true); 2];
+        for (c, stat) in stats.iter_mut().enumerate() {
+            let mut col: Vec<f64> = flat.iter().skip(c).step_by(2).map(|v| *v as f64).collect();
+            let med = median(&mut col);
+            let mut dev: Vec<f64> = col.iter().map(|v| (v - med).abs()).collect();
+            let mad = median(&mut dev);
+            *stat = if mad > 0.0 { (med, mad, true) } else { (med, dev.iter().sum::<f64>() / dev.len() as f64, false) };
+        }
+        for (i, p) in flat.chunks(2).enumerate() {
+            for (c, &(median, scale, by_mad)) in stats.iter().enumerate() {
+                let value = p[c] as f64;
+                let deviations = (value - median).abs() / scale;
+                if scale > 0.0 && deviations > limit {
+                    let line = self.line_of(i);
+                    found.push(Outlier { index: i, line, column: c, value, median, deviations, by_mad });
+                }
+            }
+        }
+        found
     }
 
     /// The display name (the file's path for [`Points2d::from_csv`]).
@@ -139,12 +307,12 @@ impl Points2d {
         &self.points
     }
 
-    /// The number of points (at least 1).
+    /// The number of points (at least 2).
     pub fn len(&self) -> usize {
         self.points.size()[0] as usize
     }
 
-    /// Always `false`: a point set holds at least one point.
+    /// Always `false`: a point set holds at least two points.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -280,5 +448,73 @@ mod tests {
         }
         let bad = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         assert!(Points2d::new("bad", &bad).is_err());
+    }
+
+    #[test]
+    fn numbers_in_messages_are_short() {
+        assert_eq!(rounded(1.4503113e30), "1.5e30");
+        assert_eq!(rounded(-0.0037317974), "-0.003732");
+        assert_eq!(rounded(1234.4), "1234");
+        assert_eq!(rounded(57.25), "57.25");
+        assert_eq!(rounded(0.0), "0");
+        assert_eq!(short(1e30_f32 as f64), "1e30");
+        assert_eq!(short(-400.0), "-400");
+    }
+
+    #[test]
+    fn one_point_or_a_constant_column_has_no_spread() {
+        let f = write_tmp("x,y\n1,2\n");
+        let e = Points2d::from_csv(f.path()).unwrap_err();
+        assert!(matches!(e, EbmError::Data { .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("no spread in column x (its one point has x = 1)"), "{e}");
+        assert!(!e.contains("AxesBox"), "{e}");
+        let f = write_tmp(&format!("x,y\n{}", (0..20).map(|i| format!("{i},2.5\n")).collect::<String>()));
+        let e = Points2d::from_csv(f.path()).unwrap_err().to_string();
+        assert!(e.contains("no spread in column y (all 20 points have y = 2.5)"), "{e}");
+    }
+
+    #[test]
+    fn outliers_name_the_line_and_value_by_a_robust_rule() {
+        // 3 000 points of a standard normal-ish spread, one x = 1e30 on line 1502 (header = line 1) and one
+        // y = -400 on line 2001; a blank line before the end moves nothing.
+        let mut text = String::from("x,y\n");
+        for i in 0..3000 {
+            let (x, y) = ((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos());
+            let x = if i == 1500 { 1e30 } else { x };
+            let y = if i == 1999 { -400.0 } else { y };
+            text.push_str(&format!("{x},{y}\n"));
+        }
+        text.push('\n');
+        let f = write_tmp(&text);
+        let p = Points2d::from_csv(f.path()).unwrap();
+        assert_eq!(p.line_of(0), Some(2));
+        let found = p.outliers(OUTLIER_MADS);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            (found[0].index, found[0].line, found[0].column, found[0].value),
+            (1500, Some(1502), 0, 1e30_f32 as f64)
+        );
+        assert!(found[0].by_mad);
+        let msg = found[0].to_string();
+        assert!(msg.starts_with("line 1502: x = 1e30 lies") && msg.contains("median absolute deviations"), "{msg}");
+        assert_eq!((found[1].line, found[1].column, found[1].value), (Some(2001), 1, -400.0));
+        assert!(found[1].to_string().starts_with("line 2001: y = -400 lies"), "{}", found[1]);
+        // legitimately wide data is not flagged
+        let wide: Vec<f32> = (0..2000).flat_map(|i| [(i as f32 - 1000.0) * 10.0, (i % 7) as f32]).collect();
+        let p = Points2d::new("wide", &Tensor::from_slice(&wide).view([2000, 2])).unwrap();
+        assert!(p.outliers(OUTLIER_MADS).is_empty());
+        // more than half the values equal: the MAD is 0 and the mean absolute deviation takes over
+        let mut v: Vec<f32> = Vec::new();
+        for i in 0..100 {
+            v.extend([if i < 60 { 0.0 } else { 1.0 + i as f32 * 0.01 }, i as f32]);
+        }
+        v[2 * 99] = 1e6;
+        let p = Points2d::new("ties", &Tensor::from_slice(&v).view([100, 2])).unwrap();
+        let found = p.outliers(OUTLIER_MADS);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].index, found[0].line, found[0].by_mad), (99, None, false));
+        assert!(found[0].to_string().starts_with("point 99: x = 1e6 lies"), "{}", found[0]);
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tch::Tensor;
 
-pub use csv_points::{parse_points_csv, read_points_csv, Points2d};
+pub use csv_points::{parse_points_csv, read_points_csv, Outlier, Points2d, MIN_POINTS, OUTLIER_MADS};
 pub use toy2d::{Modes, Toy2d};
 
 use crate::error::{invalid, Result};
@@ -28,20 +28,49 @@ impl Source2d {
     /// A toy name (see [`Toy2d`]'s `FromStr`) or the path of a CSV file of `x,y` points.
     ///
     /// # Errors
-    /// If `spec` is neither a toy name nor a readable `.csv` file; the message lists the toy names.
+    /// If `spec` is neither a toy name nor a readable `.csv` file (the message lists the toy names); for a
+    /// file, the errors of [`Points2d::from_csv`] (naming file and line; no spread in x or y), and
+    /// [`EbmError::Data`](crate::error::EbmError::Data) naming the file and the count when it holds fewer than
+    /// [`MIN_POINTS`] points.
     pub fn from_spec(spec: &str) -> Result<Self> {
         if let Ok(t) = spec.parse::<Toy2d>() {
             return Ok(Source2d::Toy(t));
         }
-        let path = Path::new(spec);
-        let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-        if is_csv || path.exists() {
-            return Ok(Source2d::Points(Points2d::from_csv(path)?));
+        if Self::is_file_spec(spec) {
+            let points = Points2d::from_csv(spec)?;
+            if points.len() < MIN_POINTS {
+                return Err(crate::error::EbmError::Data {
+                    path: spec.to_string(),
+                    msg: format!(
+                        "only {} data row(s); at least {MIN_POINTS} are needed to draw training and test points",
+                        points.len()
+                    ),
+                });
+            }
+            return Ok(Source2d::Points(points));
         }
         Err(invalid(
             "data",
             format!("'{spec}' is neither a toy density ({}) nor a .csv file of x,y points", Toy2d::valid_names()),
         ))
+    }
+
+    /// True when [`Source2d::from_spec`] reads `spec` as a file (it is not a toy name, and ends in `.csv` or
+    /// exists).
+    pub fn is_file_spec(spec: &str) -> bool {
+        if spec.parse::<Toy2d>().is_ok() {
+            return false;
+        }
+        let path = Path::new(spec);
+        path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) || path.exists()
+    }
+
+    /// Values far from the rest of their column (see [`Points2d::outliers`]); none for a toy density.
+    pub fn outliers(&self, limit: f64) -> Vec<Outlier> {
+        match self {
+            Source2d::Toy(_) => Vec::new(),
+            Source2d::Points(p) => p.outliers(limit),
+        }
     }
 
     /// The toy's name, or the points' name (their file's path).
@@ -123,8 +152,19 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
         f.write_all(b"x,y\n1,2\n3,4\n").unwrap();
         f.flush().unwrap();
-        let s = Source2d::from_spec(f.path().to_str().unwrap()).unwrap();
+        // two points are too few to train and test on
+        let path = f.path().to_str().unwrap().to_string();
+        let path = path.as_str();
+        let e = Source2d::from_spec(path).unwrap_err().to_string();
+        assert!(e.contains(path) && e.contains("only 2 data row(s); at least 10"), "{e}");
+        for i in 0..8 {
+            writeln!(f, "{},{}", 1.0 + 0.25 * i as f64, 2.0 + 0.25 * i as f64).unwrap();
+        }
+        f.flush().unwrap();
+        assert!(Source2d::is_file_spec(path) && !Source2d::is_file_spec("rings"));
+        let s = Source2d::from_spec(path).unwrap();
         assert_eq!(s.bbox(), [1.0, 3.0, 2.0, 4.0]);
+        assert!(s.outliers(OUTLIER_MADS).is_empty());
         assert!(s.modes().is_none());
         assert!(s.log_density(&s.sample(4, 0)).unwrap().is_none());
 

@@ -11,6 +11,9 @@
 //! - [`mode_weights`]: the share of samples nearest each mixture component, their total-variation
 //!   distance to the true weights, and the share of samples far from every component.
 //! - [`evaluate_2d`]: all of the above for a model against a [`Source2d`], as an [`EvalReport`].
+//! - [`ksd()`], [`ksd_from_scores`]: kernel Stein discrepancy (IMQ kernel) of samples against a model's
+//!   score, with its standard error (any dimension).
+//! - [`Chains`]: effective sample size and rank-normalised split-R̂ of MCMC chains `[T, C, D]`.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -20,15 +23,19 @@ use crate::data::Source2d;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 
+pub mod chains;
 mod grid;
+pub mod ksd;
 mod mmd;
 mod modes;
 mod ood;
 
+pub use chains::{normal_quantile, ChainDiagnostics, Chains, Rhat};
 pub use grid::{
     f_of, grid_log_z, grid_mode_weights, kl_data_model, kl_to_source, nll, GridLogZ, GridSpec, DEFAULT_GRID_N,
     DEFAULT_MARGIN,
 };
+pub use ksd::{ksd, ksd_from_scores, Ksd, KsdConfig};
 pub use mmd::{mmd2_rbf, Mmd};
 pub use modes::{mode_weights, ModeWeights, DEFAULT_FAR_STDS};
 pub use ood::auroc;

@@ -4,22 +4,28 @@
 //!   chains or the IGEBM replay buffer.
 //! - [`score_matching`]: Hyvärinen score matching (exact trace, Hutchinson/sliced), and denoising SM.
 //! - [`noise_dsm`]: denoising score matching over a ladder of noise levels for noise-conditional models.
+//! - [`energy_discrepancy`]: energy discrepancy with Gaussian perturbations (no sampler, no scores).
+//! - [`nce`]: noise-contrastive estimation against a Gaussian fitted to the data, learning `c = −log Z`.
 //!
 //! Conditional models train through the same objectives: the batch carries the labels.
 
 pub mod contrastive;
+pub mod energy_discrepancy;
+pub mod nce;
 pub mod noise_dsm;
 pub mod score_matching;
 
 pub use contrastive::{Contrastive, ContrastiveConfig, Negatives};
+pub use energy_discrepancy::{EdTerms, EnergyDiscrepancy, EnergyDiscrepancyConfig};
+pub use nce::{log_z_in, FittedGaussian, Nce, NceConfig, NceTerms, NoiseCovariance, NCE_C};
 pub use noise_dsm::{balance_lit_pixels, lit_share, NoiseDsm, NoiseDsmConfig, PixelWeights};
 pub use score_matching::{ScoreMatching, SmMethod};
 
 use crate::batch::Batch;
 use crate::energy::EnergyModel;
-use crate::error::Result;
+use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::{nn, Device, Tensor};
 
 /// A loss and the metrics that came with it (names are stable: they become TensorBoard tags).
 #[derive(Debug)]
@@ -76,6 +82,11 @@ pub enum ObjectiveConfig {
     },
     /// Denoising score matching over noise levels (noise-conditional models).
     NoiseDsm(NoiseDsmConfig),
+    /// Energy discrepancy (Gaussian perturbations).
+    EnergyDiscrepancy(EnergyDiscrepancyConfig),
+    /// Noise-contrastive estimation; its `c = −log Z` lives in the model's `VarStore`, so build it with
+    /// [`ObjectiveConfig::build_with_vars`] (or [`Nce::in_var_store`]), not [`ObjectiveConfig::build`].
+    Nce(NceConfig),
 }
 
 impl ObjectiveConfig {
@@ -85,6 +96,32 @@ impl ObjectiveConfig {
             ObjectiveConfig::Contrastive(c) => Box::new(Contrastive::new(c.clone(), model, device)?),
             ObjectiveConfig::ScoreMatching { method } => Box::new(ScoreMatching::new(method.clone())?),
             ObjectiveConfig::NoiseDsm(c) => Box::new(NoiseDsm::new(c.clone())?),
+            ObjectiveConfig::EnergyDiscrepancy(c) => Box::new(EnergyDiscrepancy::new(c.clone())?),
+            ObjectiveConfig::Nce(c) => {
+                c.validate()?;
+                return Err(invalid(
+                    "objective.nce",
+                    "NCE learns c = −log Z as a variable of the model's VarStore (so that the trainer trains and \
+                     checkpoints it): build it with ObjectiveConfig::build_with_vars(model, &vs.root(), device) \
+                     or Nce::in_var_store(cfg, &vs.root(), model)",
+                ));
+            }
         })
+    }
+
+    /// As [`ObjectiveConfig::build`], for every objective including those that add trainable variables
+    /// next to the model's (NCE's `c`, created under `vars`, e.g. `vs.root()` of the model's store).
+    /// The NCE noise is then fitted to the first batch; fit it to the whole data set with
+    /// [`Nce::in_var_store`] and [`Nce::with_noise_fitted_to`] instead.
+    pub fn build_with_vars(
+        &self,
+        model: &dyn EnergyModel,
+        vars: &nn::Path,
+        device: Device,
+    ) -> Result<Box<dyn Objective>> {
+        match self {
+            ObjectiveConfig::Nce(c) => Ok(Box::new(Nce::in_var_store(c.clone(), vars, model)?)),
+            other => other.build(model, device),
+        }
     }
 }

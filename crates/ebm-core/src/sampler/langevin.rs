@@ -101,7 +101,12 @@ impl Langevin {
     ///
     /// # Shapes
     /// `x: [B, *event]` → two `[B, *event]`.
-    pub(crate) fn step_from(&self, m: &dyn EnergyModel, x: &Tensor, diag: Option<&mut Vec<StepDiag>>) -> (Tensor, Tensor) {
+    pub(crate) fn step_from(
+        &self,
+        m: &dyn EnergyModel,
+        x: &Tensor,
+        diag: Option<&mut Vec<StepDiag>>,
+    ) -> (Tensor, Tensor) {
         let s = score_unchecked(m, x, false);
         if let Some(d) = diag {
             d.push(StepDiag::of(&s.f, &s.grad));

@@ -1,20 +1,26 @@
 //! MCMC samplers for `p(x) ∝ exp(f(x))`: Langevin (two parameterisations), MALA, annealed Langevin over
-//! noise levels, and the replay buffer that IGEBM-style training draws its chains from.
+//! noise levels, Hamiltonian Monte Carlo, parallel tempering, and the replay buffer that IGEBM-style training
+//! draws its chains from.
 
 pub mod annealed;
 pub mod buffer;
+pub mod hmc;
 pub mod langevin;
 pub mod mala;
+pub mod tempering;
 
 pub use annealed::{AnnealedConfig, AnnealedLangevin, NoiseScales};
 pub use buffer::{BufferBatch, BufferConfig, ReplayBuffer};
+pub use hmc::{Hmc, HmcAdapt, HmcConfig};
 pub use langevin::{Langevin, LangevinConfig};
 pub use mala::{Mala, MalaConfig};
+pub use tempering::{InnerMove, ParallelTempering, TemperingConfig};
 
 use crate::check::check_input;
 use crate::energy::{EnergyModel, FrozenParams};
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
 
 /// Per-step diagnostics of a chain.
@@ -64,13 +70,25 @@ pub struct Chain {
     pub moves: Option<(f64, f64)>,
     /// `f` and `∇ₓf` at `x`, kept by samplers that reuse them at the next step (MALA).
     pub cache: Option<(Tensor, Tensor)>,
+    /// Further sampler-specific state between steps, by name (HMC's adapted step size, parallel tempering's
+    /// replicas and swap counts); empty at the start.
+    pub aux: BTreeMap<&'static str, Tensor>,
 }
 
 impl Chain {
     /// Chains starting at `x0` (detached).
     pub fn new(x0: &Tensor) -> Self {
         let x = x0.detach();
-        Chain { x_mean: x.shallow_clone(), x, t: 0, record: false, trace: Vec::new(), moves: None, cache: None }
+        Chain {
+            x_mean: x.shallow_clone(),
+            x,
+            t: 0,
+            record: false,
+            trace: Vec::new(),
+            moves: None,
+            cache: None,
+            aux: BTreeMap::new(),
+        }
     }
 
     /// Counts Metropolis decisions.
@@ -147,6 +165,10 @@ pub enum SamplerConfig {
     Mala(MalaConfig),
     /// Annealed Langevin over noise levels (noise-conditional models).
     Annealed(AnnealedConfig),
+    /// Hamiltonian Monte Carlo (leapfrog, Metropolis-corrected, optional step-size adaptation).
+    Hmc(HmcConfig),
+    /// Parallel tempering: MALA or Langevin replicas at several inverse temperatures, with swaps.
+    Tempering(TemperingConfig),
 }
 
 impl Default for SamplerConfig {
@@ -162,6 +184,8 @@ impl SamplerConfig {
             SamplerConfig::Langevin(c) => Box::new(Langevin::new(c.clone())?),
             SamplerConfig::Mala(c) => Box::new(Mala::new(c.clone())?),
             SamplerConfig::Annealed(c) => Box::new(AnnealedLangevin::new(c.clone())?),
+            SamplerConfig::Hmc(c) => Box::new(Hmc::new(c.clone())?),
+            SamplerConfig::Tempering(c) => Box::new(ParallelTempering::new(c.clone())?),
         })
     }
 

@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tch::{nn, Tensor};
 
-/// What to do when the loss or the energies become non-finite.
+/// What to do when the loss or the energies become non-finite, or the loss goes beyond
+/// [`TrainConfig::loss_limit`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DivergencePolicy {
@@ -66,6 +67,9 @@ pub struct TrainConfig {
     pub snapshot_every: usize,
     /// Divergence guard.
     pub on_divergence: DivergencePolicy,
+    /// A finite loss with `|loss|` above this is a divergence too (handled by `on_divergence` like a NaN);
+    /// `None` watches only for non-finite values. Default `1e8`.
+    pub loss_limit: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -82,6 +86,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             snapshot_every: 50,
             on_divergence: DivergencePolicy::Stop,
+            loss_limit: Some(1e8),
         }
     }
 }
@@ -111,6 +116,11 @@ impl TrainConfig {
         }
         if self.keep_checkpoints == 0 {
             return Err(invalid("train.keep_checkpoints", "must be ≥ 1"));
+        }
+        if let Some(l) = self.loss_limit {
+            if !(l > 0.0) {
+                return Err(invalid("train.loss_limit", format!("must be > 0, got {l}")));
+            }
         }
         if let DivergencePolicy::Rollback { lr_factor, .. } = self.on_divergence {
             if !(lr_factor > 0.0 && lr_factor < 1.0) {
@@ -170,6 +180,19 @@ pub struct Trainer<'a> {
     stop: Option<Arc<AtomicBool>>,
     snapshot: Option<Snapshot>,
     rollbacks: usize,
+    fingerprint: Option<String>,
+}
+
+/// `v` in scientific notation with at most 6 significant digits and no trailing zeros (`-3.4e17`, `1e8`):
+/// a loss computed in `f32` then shows as it was meant, not as `-3.3999998779234714e17`.
+fn sci(v: f64) -> String {
+    let full = format!("{v:.5e}");
+    match full.split_once('e') {
+        Some((mantissa, exp)) if mantissa.contains('.') => {
+            format!("{}e{exp}", mantissa.trim_end_matches('0').trim_end_matches('.'))
+        }
+        _ => full,
+    }
 }
 
 /// Mixes the run seed and the step into the seed of that step.
@@ -211,15 +234,34 @@ impl<'a> Trainer<'a> {
             stop: None,
             snapshot: None,
             rollbacks: 0,
+            fingerprint: None,
         })
     }
 
-    /// Writes checkpoints into `dir` (created if missing).
+    /// Writes checkpoints into `dir` (created if missing). Temporary folders (`.step-NNNNNNNN.tmp-PID`)
+    /// left in it by a save that crashed are removed, with a one-line notice on stderr.
     pub fn with_checkpoints(mut self, dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let removed = checkpoint::remove_stale_temporaries(&dir)?;
+        if !removed.is_empty() {
+            eprintln!(
+                "note: removed {} unfinished checkpoint folder(s) left in {} by an interrupted save: {}",
+                removed.len(),
+                dir.display(),
+                removed.join(", ")
+            );
+        }
         self.ckpt_dir = Some(dir);
         Ok(self)
+    }
+
+    /// Tags this run's checkpoints with `fingerprint` (e.g. a hash of the run's configuration): it is
+    /// written into every checkpoint, and [`Trainer::load_checkpoint`] refuses a checkpoint whose
+    /// fingerprint differs (including one with a fingerprint when this trainer has none, and the reverse).
+    pub fn with_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.fingerprint = Some(fingerprint.into());
+        self
     }
 
     /// A flag that, once set (e.g. by a SIGINT handler), ends [`Trainer::run`] after the current step.
@@ -263,14 +305,22 @@ impl<'a> Trainer<'a> {
         out
     }
 
-    /// One update on one batch. Errors with [`EbmError::Diverged`] if the loss or metrics are not finite
-    /// (the parameters are then left untouched).
+    /// One update on one batch. Errors with [`EbmError::Diverged`] if the loss or metrics are not finite,
+    /// or the loss is beyond [`TrainConfig::loss_limit`] (the parameters are then left untouched).
     pub fn train_step(&mut self, batch: &Batch) -> Result<StepReport> {
         let out = self.objective.loss(self.model, batch)?;
         let loss = f64::try_from(&out.loss)?;
         let next = self.step + 1;
         if !loss.is_finite() {
             return Err(EbmError::Diverged { step: next, msg: format!("loss is {loss}") });
+        }
+        if let Some(limit) = self.cfg.loss_limit {
+            if loss.abs() > limit {
+                return Err(EbmError::Diverged {
+                    step: next,
+                    msg: format!("loss {} is beyond train.loss_limit ({})", sci(loss), sci(limit)),
+                });
+            }
         }
         if let Some((name, v)) = out.metrics.iter().find(|(_, v)| !v.is_finite()) {
             return Err(EbmError::Diverged { step: next, msg: format!("{name} is {v}") });
@@ -297,6 +347,17 @@ impl<'a> Trainer<'a> {
 
     /// Trains until `cfg.iters` updates are done (continuing from a resumed step), calling `eval` every
     /// `eval_every` steps and at the end, and checkpointing every `checkpoint_every` steps and at the end.
+    ///
+    /// The sink is flushed before every checkpoint, so the logs on disk reach at least the step of the
+    /// newest checkpoint. On a divergence: with [`DivergencePolicy::Stop`], `train/divergence` is logged
+    /// at the diverged step, the sink flushed and the error returned; with [`DivergencePolicy::Rollback`]
+    /// the sink is told to [`MetricsSink::restart`] at the step rolled back to (file sinks drop what they
+    /// hold for later steps, so each step is logged once), and `train/divergence` (the number of
+    /// divergences since the previous logged step) is logged with the next logged step.
+    ///
+    /// A rollback snapshot of the state after step `s` is kept only once step `s + 1` has made a sound
+    /// update from it (finite loss within [`TrainConfig::loss_limit`], finite gradient), so a rollback never
+    /// returns to a state whose own next step diverged.
     pub fn run(
         &mut self,
         data: &mut dyn DataSource,
@@ -305,19 +366,36 @@ impl<'a> Trainer<'a> {
     ) -> Result<TrainOutcome> {
         let mut last_checkpoint = None;
         let mut interrupted = false;
+        let mut unlogged_divergences = 0usize;
         self.take_snapshot();
         while self.step < self.cfg.iters {
+            // a snapshot due for the current state is kept only if this step's loss from it is sound
+            let due = self.step.checked_rem(self.cfg.snapshot_every) == Some(0)
+                && self.snapshot.as_ref().is_none_or(|snap| snap.step != self.step);
+            let candidate = due.then(|| self.capture());
             tch::manual_seed(step_seed(self.seed, self.step));
             let batch = data.batch(self.cfg.batch_size)?;
             let report = match self.train_step(&batch) {
                 Ok(r) => r,
                 Err(EbmError::Diverged { step, msg }) => {
-                    sink.scalar("train/divergence", step as u64, 1.0)?;
-                    self.handle_divergence(step, msg)?;
+                    match self.handle_divergence(step, msg) {
+                        Ok(back) => {
+                            sink.restart(back as u64)?;
+                            unlogged_divergences += 1;
+                        }
+                        Err(e) => {
+                            sink.scalar("train/divergence", step as u64, 1.0)?;
+                            sink.flush()?;
+                            return Err(e);
+                        }
+                    }
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(snap) = candidate {
+                self.snapshot = Some(snap);
+            }
             let s = report.step;
             if s % self.cfg.log_every == 0 || s == self.cfg.iters {
                 sink.scalar("train/loss", s as u64, report.loss)?;
@@ -325,9 +403,10 @@ impl<'a> Trainer<'a> {
                     sink.scalar(&format!("train/{k}"), s as u64, *v)?;
                 }
                 sink.scalar("train/lr", s as u64, self.adam.cfg.lr)?;
-            }
-            if s % self.cfg.snapshot_every == 0 {
-                self.take_snapshot();
+                if unlogged_divergences > 0 {
+                    sink.scalar("train/divergence", s as u64, unlogged_divergences as f64)?;
+                    unlogged_divergences = 0;
+                }
             }
             if let Some(ev) = eval.as_deref_mut() {
                 if (self.cfg.eval_every > 0 && s % self.cfg.eval_every == 0) || s == self.cfg.iters {
@@ -337,6 +416,7 @@ impl<'a> Trainer<'a> {
             let stop_now = self.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
             let periodic = self.cfg.checkpoint_every > 0 && s % self.cfg.checkpoint_every == 0;
             if self.ckpt_dir.is_some() && (periodic || s == self.cfg.iters || stop_now) {
+                sink.flush()?;
                 last_checkpoint = Some(self.save_checkpoint()?);
             }
             if stop_now {
@@ -348,7 +428,8 @@ impl<'a> Trainer<'a> {
         Ok(TrainOutcome { steps: self.step, interrupted, rollbacks: self.rollbacks, last_checkpoint })
     }
 
-    fn handle_divergence(&mut self, step: usize, msg: String) -> Result<()> {
+    /// Rolls back (returning the step rolled back to) or returns the divergence error, per the policy.
+    fn handle_divergence(&mut self, step: usize, msg: String) -> Result<usize> {
         match self.cfg.on_divergence {
             DivergencePolicy::Stop => Err(EbmError::Diverged {
                 step,
@@ -372,20 +453,34 @@ impl<'a> Trainer<'a> {
                 self.step = snap_step;
                 self.rollbacks += 1;
                 self.adam.cfg.lr *= lr_factor;
+                // checkpoints past the step rolled back to belong to the abandoned path: a resume must not
+                // pick one of them
+                if let Some(dir) = &self.ckpt_dir {
+                    for (s, path) in list_checkpoints(dir)? {
+                        if s > snap_step {
+                            std::fs::remove_dir_all(&path).map_err(|e| io_err(&path, e))?;
+                        }
+                    }
+                }
                 eprintln!(
                     "warning: training diverged at step {step} ({msg}); rolled back to step {snap_step}, lr now {:.3e} \
                      (rollback {}/{max_retries})",
                     self.adam.cfg.lr, self.rollbacks
                 );
-                Ok(())
+                Ok(snap_step)
             }
         }
     }
 
     fn take_snapshot(&mut self) {
+        self.snapshot = Some(self.capture());
+    }
+
+    /// A copy of the current training state.
+    fn capture(&self) -> Snapshot {
         let tensors = self.state_tensors().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
         let objective = self.objective.state().map(|t| t.copy());
-        self.snapshot = Some(Snapshot { step: self.step, tensors, objective });
+        Snapshot { step: self.step, tensors, objective }
     }
 
     /// Every tensor of the training state: model variables (`model.<name>`), optimiser, EMA.

@@ -15,6 +15,13 @@ pub trait MetricsSink {
     /// Makes everything recorded so far durable (on disk for file sinks).
     fn flush(&mut self) -> SinkResult;
 
+    /// Training went back to `step` (a divergence rollback): whatever was recorded for later steps is
+    /// stale and will be recorded again. File sinks drop or mark those records so the run's logs show
+    /// each step once (default: nothing).
+    fn restart(&mut self, _step: u64) -> SinkResult {
+        Ok(())
+    }
+
     /// Records several scalars of one step (default: one [`MetricsSink::scalar`] call each).
     fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
         for &(tag, v) in values {
@@ -45,6 +52,9 @@ impl<S: MetricsSink + ?Sized> MetricsSink for Box<S> {
     }
     fn flush(&mut self) -> SinkResult {
         (**self).flush()
+    }
+    fn restart(&mut self, step: u64) -> SinkResult {
+        (**self).restart(step)
     }
     fn scalars(&mut self, step: u64, values: &[(&str, f64)]) -> SinkResult {
         (**self).scalars(step, values)

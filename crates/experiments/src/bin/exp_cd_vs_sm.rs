@@ -36,7 +36,8 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let path = config::config_path(cli.resume.as_deref(), cli.config.as_deref(), default_config_path)?;
-    let mut cfg: CdVsSmConfig = config::load(path.as_deref(), &cli.common.set)?;
+    // the file, then --quick's caps, then --set: what the user set explicitly wins
+    let mut cfg: CdVsSmConfig = cli.common.load(path.as_deref())?;
     if let Some(v) = cli.datasets {
         cfg.datasets = v;
     }

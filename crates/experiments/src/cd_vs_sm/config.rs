@@ -1,17 +1,18 @@
 //! Settings of `exp_cd_vs_sm`: the [`Method`]s compared and [`CdVsSmConfig`].
 
+use crate::common::cli::check_run_settings;
+use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Context, Result};
 use ebm_core::autograd::Probe;
-use ebm_core::data::Source2d;
-use ebm_core::energy::{Gaussian, MlpConfig};
+use ebm_core::data::{Source2d, OUTLIER_MADS};
+use ebm_core::energy::MlpConfig;
 use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
 use ebm_core::sampler::{BufferConfig, Init};
 use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use tch::Device;
 
 /// A training method of the comparison; its name in configs and on the command line is the snake-case
 /// form (`cd1`, `sm_hutchinson`, …).
@@ -179,12 +180,49 @@ impl Default for EvalSettings {
     }
 }
 
+/// What to do when a CSV data set holds values far from the rest of their column (more than
+/// [`OUTLIER_MADS`] median absolute deviations from the column's median; see
+/// [`ebm_core::data::Points2d::outliers`]): `warn` prints each (file, line, value) and trains on them,
+/// `error` stops before anything is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOutliers {
+    /// Print a warning naming the file, line and value, and train on the data as it is.
+    #[default]
+    Warn,
+    /// Refuse the data set with an error naming the file, line and value.
+    Error,
+}
+
+/// The data sets of a run, read and checked ([`CdVsSmConfig::load_datasets`]).
+#[derive(Debug)]
+pub struct Datasets {
+    /// The sources, in the order of `datasets`.
+    pub sources: Vec<Source2d>,
+    /// Their names in tables and figures: a CSV file's name when no other data set has the same file name,
+    /// else its path; a toy's name.
+    pub labels: Vec<String>,
+    /// Their folders inside the run folder (distinct).
+    pub folders: Vec<String>,
+    /// Warnings to print (outliers with `data_outliers = "warn"`).
+    pub warnings: Vec<String>,
+}
+
+/// The name of a data set's folder inside the run folder: its name with every character other than ASCII
+/// letters, digits, `_` and `-` replaced by `_`.
+pub fn folder_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
 /// The experiment's configuration (`experiments/exp_cd_vs_sm.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CdVsSmConfig {
-    /// Datasets (toy names or CSV files of x,y points).
+    /// Datasets (toy names or CSV files of x,y points; a relative path is stored absolute in the run's
+    /// `config.toml`).
     pub datasets: Vec<String>,
+    /// CSV data sets with values far from the rest of their column: `warn` (default) or `error`.
+    pub data_outliers: OnOutliers,
     /// Methods.
     pub methods: Vec<Method>,
     /// Seed: every run starts from the same initial weights for a given seed.
@@ -219,6 +257,7 @@ impl Default for CdVsSmConfig {
     fn default() -> Self {
         CdVsSmConfig {
             datasets: ["8gaussians", "rings", "checkerboard", "two_gaussians"].map(String::from).to_vec(),
+            data_outliers: OnOutliers::Warn,
             methods: vec![
                 Method::Cd1,
                 Method::Cdk,
@@ -270,17 +309,25 @@ impl CdVsSmConfig {
         self.eval.image_every = 60;
     }
 
-    /// Checks names and ranges; unknown method or dataset names list the valid ones.
+    /// Checks names and ranges, reads and checks every data set, and estimates the memory the run needs,
+    /// so that every mistake in the config is reported before the run folder is created. Errors name the
+    /// config keys as written in the file (`train.optim.lr`, `cd.k`, …); unknown method or dataset names list
+    /// the valid ones.
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        self.load_datasets()?;
+        Ok(())
+    }
+
+    /// [`CdVsSmConfig::validate`] without reading the data sets.
+    pub fn validate_settings(&self) -> Result<()> {
+        check_run_settings(self.threads, self.run_name.as_deref())?;
         if self.methods.is_empty() || self.datasets.is_empty() {
             bail!("need at least one method and one dataset");
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(m) = self.methods.iter().find(|m| !seen.insert(**m)) {
             bail!("method '{m}' is listed twice in methods: each method is one run folder");
-        }
-        for d in &self.datasets {
-            Source2d::from_spec(d).with_context(|| format!("dataset '{d}'"))?;
         }
         if self.n_train == 0 || self.n_test < 2 || self.sampling.n < 2 {
             bail!("n_train must be ≥ 1, n_test and sampling.n ≥ 2");
@@ -298,15 +345,159 @@ impl CdVsSmConfig {
                 self.eval.every
             );
         }
-        self.model.validate()?;
-        self.train.validate()?;
-        let probe_model = Gaussian::isotropic(&[0.0, 0.0], 1.0, Device::Cpu)?;
-        for m in &self.methods {
-            m.objective(self, [-1.0, 1.0, -1.0, 1.0]).build(&probe_model, Device::Cpu)?;
+        user_keys(self.model.validate(), KEYS)?;
+        if self.model.in_dim != 2 {
+            bail!("model.in_dim = {}, but the data are 2-D points (width 2): set model.in_dim = 2", self.model.in_dim);
         }
-        Ok(())
+        user_keys(self.train.validate(), KEYS)?;
+        // every method's objective, used or not: a bad value is an error whichever methods are picked
+        for m in Method::ALL {
+            user_keys(validate_objective(&m.objective(self, [-1.0, 1.0, -1.0, 1.0])), KEYS)?;
+        }
+        check_memory(&self.memory_parts())
+    }
+
+    /// The parts of the run's memory estimate (parameters with their gradients and Adam's moments,
+    /// activations of the largest batch, data, replay buffer), each with the key that sets its size.
+    pub fn memory_parts(&self) -> Vec<MemoryPart> {
+        let mut dims = vec![self.model.in_dim as f64];
+        dims.extend(self.model.hidden.iter().map(|h| *h as f64));
+        dims.push(1.0);
+        let params: f64 = dims.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+        let width: f64 = self.model.hidden.iter().map(|h| *h as f64).sum();
+        // CD evaluates positives and negatives together; evaluations run in chunks of at most 2^15 points
+        let grid = (self.eval.grid_n as f64).powi(2).min((1 << 15) as f64);
+        let rows = (2.0 * self.train.batch_size as f64).max(self.sampling.n as f64).max(grid);
+        let hidden = format!("model.hidden = {:?}", self.model.hidden);
+        vec![
+            MemoryPart::new(
+                &hidden,
+                format!("{params:.3e} parameters with their gradients and Adam's two moments"),
+                f32_bytes(4.0 * params),
+            ),
+            MemoryPart::new(
+                format!(
+                    "{hidden} (with train.batch_size = {}, sampling.n = {})",
+                    self.train.batch_size, self.sampling.n
+                ),
+                format!("the activations of {rows} points (values, pre-activations, gradients)"),
+                f32_bytes(3.0 * rows * width),
+            ),
+            MemoryPart::new(
+                format!("n_train = {}", self.n_train),
+                "the training and test points",
+                f32_bytes(2.0 * (self.n_train + self.n_test) as f64),
+            ),
+            MemoryPart::new(
+                format!("cd.buffer_capacity = {}", self.cd.buffer_capacity),
+                "the replay buffer",
+                f32_bytes(2.0 * self.cd.buffer_capacity as f64),
+            ),
+        ]
+    }
+
+    /// Reads every data set and checks it: unknown names (listing the valid ones), CSV errors (file and
+    /// line), fewer than [`ebm_core::data::MIN_POINTS`] rows, no spread, the same data set twice, two data
+    /// sets that would share a folder, and outliers (a warning, or an error with `data_outliers = "error"`).
+    pub fn load_datasets(&self) -> Result<Datasets> {
+        let mut sources = Vec::new();
+        let mut warnings = Vec::new();
+        for d in &self.datasets {
+            let source = Source2d::from_spec(d).with_context(|| format!("dataset '{d}'"))?;
+            let outliers = source.outliers(OUTLIER_MADS);
+            if !outliers.is_empty() {
+                let mut list: Vec<String> = outliers.iter().take(5).map(|o| o.to_string()).collect();
+                if outliers.len() > 5 {
+                    list.push(format!("and {} more", outliers.len() - 5));
+                }
+                let head = format!(
+                    "{d}: {} value(s) lie more than {OUTLIER_MADS} median absolute deviations from the median of \
+                     their column (lines counted from 1, the header included): {}",
+                    outliers.len(),
+                    list.join("; ")
+                );
+                match self.data_outliers {
+                    OnOutliers::Error => bail!(
+                        "{head}. Fix or remove these rows, or set data_outliers = \"warn\" to train on them anyway"
+                    ),
+                    OnOutliers::Warn => warnings.push(format!(
+                        "{head}. Training goes on with them; set data_outliers = \"error\" to stop instead"
+                    )),
+                }
+            }
+            sources.push(source);
+        }
+        // the same data set twice (also under two spellings of a toy name or a path)
+        let identity = |d: &str, s: &Source2d| match s {
+            Source2d::Toy(t) => t.name().to_string(),
+            Source2d::Points(_) => {
+                std::fs::canonicalize(d).map(|p| p.display().to_string()).unwrap_or_else(|_| d.to_string())
+            }
+        };
+        let ids: Vec<String> = self.datasets.iter().zip(&sources).map(|(d, s)| identity(d, s)).collect();
+        let folders: Vec<String> = sources.iter().map(|s| folder_name(&s.name())).collect();
+        for j in 0..ids.len() {
+            for i in 0..j {
+                let (a, b) = (&self.datasets[i], &self.datasets[j]);
+                if ids[i] == ids[j] {
+                    bail!(
+                        "datasets lists the same data set twice ('{a}' and '{b}'): each data set is one folder of \
+                         the run; remove one"
+                    );
+                }
+                if folders[i] == folders[j] {
+                    bail!(
+                        "datasets '{a}' and '{b}' would share the folder '{}' of the run (their names differ only \
+                         in characters other than letters, digits, '_' and '-'): rename or move one of the files",
+                        folders[i]
+                    );
+                }
+            }
+        }
+        let short: Vec<String> = sources
+            .iter()
+            .map(|s| match s {
+                Source2d::Toy(t) => t.name().to_string(),
+                Source2d::Points(p) => std::path::Path::new(p.name())
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_else(|| p.name().to_string()),
+            })
+            .collect();
+        let labels = sources
+            .iter()
+            .zip(&short)
+            .map(|(s, n)| if short.iter().filter(|m| *m == n).count() == 1 { n.clone() } else { s.name() })
+            .collect();
+        Ok(Datasets { sources, labels, folders, warnings })
+    }
+
+    /// The same config with every relative CSV path in `datasets` made absolute (against the working folder),
+    /// so that the saved `config.toml` (and `--resume`) work from any folder.
+    pub fn with_absolute_paths(&self) -> Result<CdVsSmConfig> {
+        let mut cfg = self.clone();
+        for d in &mut cfg.datasets {
+            if Source2d::is_file_spec(d) && std::path::Path::new(d.as_str()).is_relative() {
+                let abs = std::path::absolute(d.as_str()).with_context(|| format!("dataset '{d}'"))?;
+                *d = abs.display().to_string();
+            }
+        }
+        Ok(cfg)
     }
 }
+
+/// How the library's parameter names map to this config's keys (see [`user_keys`]).
+const KEYS: &[(&str, &str)] = &[
+    ("mlp", "model"),
+    ("optim", "train.optim"),
+    ("contrastive.k", "cd.k"),
+    ("contrastive.alpha", "cd.alpha"),
+    ("langevin", "cd.langevin"),
+    ("buffer.capacity", "cd.buffer_capacity"),
+    ("buffer.restart_prob", "cd.restart_prob"),
+    ("score_matching.probes", "sm.probes"),
+    ("score_matching.sigma", "sm.dsm_sigma"),
+];
 
 /// Resolves the path of the default config relative to the working directory or the repository.
 pub fn default_config_path() -> Option<PathBuf> {
@@ -331,6 +522,93 @@ mod tests {
         let cfg = CdVsSmConfig { datasets: vec!["spirals".into()], ..Default::default() };
         let e = format!("{:#}", cfg.validate().unwrap_err());
         assert!(e.contains("spirals") && e.contains("checkerboard"), "{e}");
+    }
+
+    fn csv(dir: &std::path::Path, rel: &str, extra: &str) -> String {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut text = String::from("x,y\n");
+        for i in 0..200 {
+            text.push_str(&format!("{},{}\n", (i as f64 * 0.37).sin(), (i as f64 * 0.11).cos()));
+        }
+        text.push_str(extra);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    #[test]
+    fn data_sets_are_checked_labelled_and_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) =
+            (csv(dir.path(), "a/good.csv", ""), csv(dir.path(), "b/good.csv", ""), csv(dir.path(), "x.csv", ""));
+        let cfg = CdVsSmConfig { datasets: vec![a.clone(), c.clone(), "rings".into()], ..Default::default() };
+        let d = cfg.load_datasets().unwrap();
+        assert_eq!(d.labels, vec!["good.csv".to_string(), "x.csv".into(), "rings".into()], "file names when unique");
+        assert_eq!(d.folders[2], "rings");
+        assert!(d.warnings.is_empty());
+        let cfg = CdVsSmConfig { datasets: vec![a.clone(), b.clone()], ..Default::default() };
+        assert_eq!(cfg.load_datasets().unwrap().labels, vec![a.clone(), b.clone()], "paths when file names repeat");
+        // /a/good.csv and /a_good.csv sanitise to the same folder
+        let clash = csv(dir.path(), "a_good.csv", "");
+        let cfg = CdVsSmConfig { datasets: vec![a.clone(), clash.clone()], ..Default::default() };
+        let e = cfg.load_datasets().unwrap_err().to_string();
+        assert!(e.contains(&a) && e.contains(&clash) && e.contains("share the folder"), "{e}");
+        // the same file under two spellings
+        let twice = format!("{}/a/../a/good.csv", dir.path().display());
+        let cfg = CdVsSmConfig { datasets: vec![a.clone(), twice], ..Default::default() };
+        assert!(cfg.load_datasets().unwrap_err().to_string().contains("same data set twice"));
+    }
+
+    #[test]
+    fn outliers_warn_by_default_and_stop_with_data_outliers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let far = csv(dir.path(), "far.csv", "1e30,0.5\n");
+        let mut cfg = CdVsSmConfig { datasets: vec![far.clone()], ..Default::default() };
+        let d = cfg.load_datasets().unwrap();
+        assert_eq!(d.warnings.len(), 1);
+        assert!(
+            d.warnings[0].starts_with(&far) && d.warnings[0].contains("line 202: x = 1e30 lies"),
+            "{:?}",
+            d.warnings
+        );
+        cfg.data_outliers = OnOutliers::Error;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(&far) && e.contains("line 202: x = 1e30") && e.contains("data_outliers"), "{e}");
+        let cfg: CdVsSmConfig = config::load(None, &["data_outliers=\"error\"".into()]).unwrap();
+        assert_eq!(cfg.data_outliers, OnOutliers::Error);
+    }
+
+    #[test]
+    fn relative_csv_paths_become_absolute_and_toy_names_stay() {
+        let cfg = CdVsSmConfig { datasets: vec!["data/x.csv".into(), "rings".into()], ..Default::default() };
+        let abs = cfg.with_absolute_paths().unwrap();
+        assert_eq!(abs.datasets[0], std::env::current_dir().unwrap().join("data/x.csv").display().to_string());
+        assert_eq!(abs.datasets[1], "rings");
+        assert_eq!(abs.with_absolute_paths().unwrap(), abs);
+    }
+
+    #[test]
+    fn settings_errors_name_the_users_keys_and_unused_methods_are_checked_too() {
+        let check = |sets: &[&str], want: &str| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let cfg: CdVsSmConfig = config::load(None, &sets).unwrap();
+            let e = cfg.validate_settings().unwrap_err().to_string();
+            assert!(e.contains(want), "{sets:?}: {e}");
+        };
+        check(&["train.optim.lr=-1"], "invalid value for train.optim.lr");
+        check(&["methods=[\"cd1\"]", "sm.probes=0"], "invalid value for sm.probes");
+        check(&["methods=[\"cd1\"]", "sm.dsm_sigma=0"], "invalid value for sm.dsm_sigma");
+        check(&["cd.k=0"], "invalid value for cd.k");
+        check(&["cd.buffer_capacity=0"], "invalid value for cd.buffer_capacity");
+        check(&["cd.langevin.step_size=0"], "invalid value for cd.langevin.step_size");
+        check(&["model.in_dim=3"], "model.in_dim = 3, but the data are 2-D points (width 2)");
+        check(&["threads=100000"], "threads = 100000");
+        if crate::common::config::available_memory().is_some_and(|a| a < 1e11) {
+            check(&["model.hidden=[100000, 100000]"], "model.hidden = [100000, 100000] needs too much memory");
+        }
+        let parts = CdVsSmConfig::default().memory_parts();
+        let total: f64 = parts.iter().map(|p| p.bytes).sum();
+        assert!(total > 1e6 && total < 2e9, "the defaults need about {total} bytes");
     }
 
     #[test]

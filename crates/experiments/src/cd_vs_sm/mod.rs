@@ -22,7 +22,10 @@ use tch::{nn, Device, Kind, Tensor};
 mod config;
 mod report;
 
-pub use config::{default_config_path, CdVsSmConfig, EvalSettings, Method, SamplingSettings, SmSettings};
+pub use config::{
+    default_config_path, folder_name, CdVsSmConfig, Datasets, EvalSettings, Method, OnOutliers, SamplingSettings,
+    SmSettings,
+};
 use report::{fmt_weights, write_results};
 pub use report::{markdown_table, ResultRow};
 
@@ -56,23 +59,31 @@ struct RunOutput {
 
 /// Runs the whole experiment.
 pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, Vec<ResultRow>)>> {
-    cfg.validate()?;
-    let ctx = RunContext::for_config(cfg, "exp_cd_vs_sm", opts)?;
-    let r = run_in(cfg, &ctx);
+    // every check (settings, data, memory) before the run folder exists
+    let cfg = &cfg.with_absolute_paths()?;
+    cfg.validate_settings()?;
+    let data = cfg.load_datasets()?;
+    for w in &data.warnings {
+        eprintln!("warning: {w}");
+    }
+    // the CSV files go into the run's fingerprint: a resume refuses them changed
+    let files: Vec<PathBuf> = cfg.datasets.iter().filter(|d| Source2d::is_file_spec(d)).map(PathBuf::from).collect();
+    let ctx = RunContext::for_config_with_data_files(cfg, "exp_cd_vs_sm", opts, &files)?;
+    let r = run_in(cfg, &ctx, &data);
     Outcome::from_result(r, ctx.run_dir.path())
 }
 
-fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext) -> Result<(PathBuf, Vec<ResultRow>)> {
+fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext, data: &Datasets) -> Result<(PathBuf, Vec<ResultRow>)> {
     let run_dir = &ctx.run_dir;
     let multi = indicatif::MultiProgress::new();
     let mut rows = Vec::new();
     let mut panels: Vec<Vec<Option<PathBuf>>> = vec![vec![None; cfg.datasets.len()]; cfg.methods.len()];
-    for (di, ds) in cfg.datasets.iter().enumerate() {
-        let source = Source2d::from_spec(ds)?;
+    for (di, source) in data.sources.iter().enumerate() {
         let train = source.sample(cfg.n_train, cfg.seed).to_device(ctx.device);
         let test = source.sample(cfg.n_test, cfg.seed.wrapping_add(1_000_003)).to_device(ctx.device);
         for (mi, method) in cfg.methods.iter().enumerate() {
-            let job = Job { cfg, ctx, source: &source, method: *method, train: &train, test: &test };
+            let (label, folder) = (&data.labels[di], &data.folders[di]);
+            let job = Job { cfg, ctx, source, label, folder, method: *method, train: &train, test: &test };
             let out = run_one(&job, &multi)?;
             panels[mi][di] = Some(out.heatmap);
             rows.push(out.row);
@@ -81,7 +92,7 @@ fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext) -> Result<(PathBuf, Vec<ResultRo
     write_results(cfg, run_dir, &rows)?;
     let row_titles: Vec<String> = cfg.methods.iter().map(|m| m.label(cfg)).collect();
     let row_refs: Vec<&str> = row_titles.iter().map(String::as_str).collect();
-    let col_refs: Vec<&str> = cfg.datasets.iter().map(String::as_str).collect();
+    let col_refs: Vec<&str> = data.labels.iter().map(String::as_str).collect();
     plot::compose_grid(
         &run_dir.path().join("overview.png"),
         &panels,
@@ -97,16 +108,20 @@ struct Job<'a> {
     cfg: &'a CdVsSmConfig,
     ctx: &'a RunContext,
     source: &'a Source2d,
+    /// The data set's name in tables and figures.
+    label: &'a str,
+    /// Its folder in the run folder.
+    folder: &'a str,
     method: Method,
     train: &'a Tensor,
     test: &'a Tensor,
 }
 
 fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
-    let Job { cfg, ctx, source, method, train, test } = *job;
+    let Job { cfg, ctx, source, label, folder, method, train, test } = *job;
     let device = ctx.device;
-    let ds = source.name();
-    let part = ctx.sub_run(Path::new(&sanitize(&ds)).join(method.name()))?;
+    let ds = label.to_string();
+    let part = ctx.sub_run(Path::new(folder).join(method.name()))?;
     let sub = part.dir.clone();
     let result_path = sub.join("result.json");
     if part.resuming() && result_path.exists() {
@@ -266,8 +281,4 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {
     let (mx, my) = ((bbox[1] - bbox[0]) * margin, (bbox[3] - bbox[2]) * margin);
     [bbox[0] - mx, bbox[1] + mx, bbox[2] - my, bbox[3] + my]
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }

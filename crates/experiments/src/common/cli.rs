@@ -1,8 +1,10 @@
 //! Command-line flags that every experiment binary shares, and how they override its config.
 
 use crate::DeviceArg;
+use anyhow::{bail, Result};
 use clap::Args;
-use std::path::PathBuf;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
 
 /// Flags shared by every experiment binary (flattened into each binary's own parser with
 /// `#[command(flatten)]`).
@@ -99,9 +101,55 @@ macro_rules! experiment_config {
 }
 pub(crate) use experiment_config;
 
+/// The most libtorch CPU threads a run may ask for: 4 × the machine's cores, and never more than 1024
+/// (libtorch starts one OS thread each; 100 000 overflowed the stack).
+pub fn max_threads() -> usize {
+    (4 * cores()).min(1024)
+}
+
+/// The machine's cores as the OS reports them for this process (`std::thread::available_parallelism`).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Checks the run settings every experiment shares before anything is built or written: `threads` (at most
+/// [`max_threads`]) and the run name (one folder name, no control characters).
+pub fn check_run_settings(threads: usize, run_name: Option<&str>) -> Result<()> {
+    if threads > max_threads() {
+        bail!(
+            "threads = {threads} (--threads, or `threads` in the config) is more than this machine can use: it has \
+             {} core(s); use at most {} (4 × the cores, never more than 1024), or 0 for libtorch's default",
+            cores(),
+            max_threads()
+        );
+    }
+    if let Some(name) = run_name {
+        ebm_log::check_run_name(name).map_err(|e| anyhow::anyhow!("--run-name (run_name): {e}"))?;
+    }
+    Ok(())
+}
+
 impl CommonArgs {
-    /// Overrides the config's run settings with the flags that were given, then applies `--quick`
-    /// (`--set` is applied earlier, when the config is loaded).
+    /// Loads the experiment's config in the order that lets explicit settings win: the file at `path` (or the
+    /// built-in defaults), then `--quick`'s caps, then the `--set` overrides. Flags of the binary's own
+    /// (`--iters`, `--datasets`, …) and [`CommonArgs::apply`] come after, so they win too.
+    pub fn load<C>(&self, path: Option<&Path>) -> Result<C>
+    where
+        C: ExperimentConfig + Serialize + DeserializeOwned + Default,
+    {
+        crate::common::config::load_with(
+            path,
+            |c: &mut C| {
+                if self.quick {
+                    c.make_quick();
+                }
+            },
+            &self.set,
+        )
+    }
+
+    /// Overrides the config's run settings with the flags that were given (`--quick` and `--set` are applied
+    /// earlier, by [`CommonArgs::load`]).
     pub fn apply<C: ExperimentConfig>(&self, cfg: &mut C) {
         let s = cfg.run_settings();
         if let Some(v) = self.device {
@@ -119,9 +167,6 @@ impl CommonArgs {
         if self.run_name.is_some() {
             *s.run_name = self.run_name.clone();
         }
-        if self.quick {
-            cfg.make_quick();
-        }
     }
 }
 
@@ -130,7 +175,8 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    #[derive(Debug, Default, PartialEq)]
+    #[derive(Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+    #[serde(default)]
     struct Cfg {
         device: DeviceArg,
         seed: u64,
@@ -138,10 +184,12 @@ mod tests {
         out: PathBuf,
         run_name: Option<String>,
         quick: bool,
+        iters: usize,
     }
     impl Cfg {
         fn make_quick(&mut self) {
             self.quick = true;
+            self.iters = self.iters.min(60);
         }
     }
     experiment_config!(Cfg);
@@ -163,9 +211,40 @@ mod tests {
         cli.common.apply(&mut cfg);
         assert_eq!(
             cfg,
-            Cfg { device: DeviceArg::Cpu, seed: 7, run_name: Some("a".into()), quick: true, ..start },
-            "threads and out were not given and stay"
+            Cfg { device: DeviceArg::Cpu, seed: 7, run_name: Some("a".into()), ..start },
+            "threads and out were not given and stay; --quick is applied by load"
         );
         assert_eq!(cli.common.set, vec!["k=1".to_string()]);
+    }
+
+    #[test]
+    fn quick_never_overrides_what_the_user_set() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "iters = 2000\n").unwrap();
+        let load = |args: &[&str]| -> Cfg {
+            let mut argv = vec!["x"];
+            argv.extend(args);
+            Cli::parse_from(argv).common.load(Some(file.path())).unwrap()
+        };
+        assert_eq!(load(&[]), Cfg { iters: 2000, ..Default::default() });
+        assert_eq!(load(&["--quick"]), Cfg { iters: 60, quick: true, ..Default::default() });
+        let c = load(&["--quick", "--set", "iters=500"]);
+        assert_eq!((c.iters, c.quick), (500, true), "--set wins over --quick");
+        let c = load(&["--set", "iters=500", "--quick"]);
+        assert_eq!(c.iters, 500, "whatever the order on the command line");
+    }
+
+    #[test]
+    fn absurd_thread_counts_and_control_characters_in_run_names_are_refused() {
+        check_run_settings(0, None).unwrap();
+        check_run_settings(1, Some("run-1")).unwrap();
+        check_run_settings(max_threads(), None).unwrap();
+        let e = check_run_settings(100_000, None).unwrap_err().to_string();
+        assert!(e.contains("threads = 100000") && e.contains("--threads"), "{e}");
+        assert!(e.contains(&format!("it has {} core(s)", cores())), "{e}");
+        assert!(max_threads() <= 1024 && max_threads() >= 4);
+        let e = check_run_settings(1, Some("a\nb")).unwrap_err().to_string();
+        assert!(e.contains("--run-name") && e.contains("control character"), "{e}");
+        assert!(check_run_settings(1, Some("../x")).is_err());
     }
 }

@@ -6,8 +6,11 @@
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod fingerprint;
+pub mod lock;
 pub mod run;
 pub mod settings;
 
+pub use fingerprint::{ConfigChange, DataFileHash, Fingerprint};
 pub use run::{stop_on_signals, Interrupted, Outcome, RunContext, RunOptions, StartOptions, SubRun};
 pub use settings::CdSettings;

@@ -2,10 +2,22 @@
 //! before anything else, or reopened by `--resume`), the device, seed streams derived by name, a stop flag
 //! raised by Ctrl-C / SIGTERM, and per-model sub-runs that checkpoint, resume and log through the one
 //! [`Trainer`].
+//!
+//! A run folder cannot lie about its run:
+//! - `fingerprint.json` ([`Fingerprint`]) records, when the folder is created, a random run id, the ebm-rs
+//!   version, the resolved config and the SHA-256 of every data file; `--resume` refuses a folder whose
+//!   `config.toml` was edited or whose data files changed, and every checkpoint is tagged with the run, so
+//!   one copied in from another run is refused;
+//! - `run.lock` holds the PID of the one process working in the folder (a second one is refused; the lock
+//!   of a dead process is taken over);
+//! - a resumed sub-run cuts `metrics.csv` back to its checkpoint and marks the restart in TensorBoard;
+//! - temporary files left by interrupted atomic writes are removed on resume.
 
 use super::cli::ExperimentConfig;
 use super::config;
 use super::device::{init, DeviceArg};
+use super::fingerprint::{hash_data_files, Fingerprint, FINGERPRINT_FILE};
+use super::lock::{remove_stale_temporaries, RunLock};
 use anyhow::{Context, Result};
 use ebm_core::train::{list_checkpoints, TrainOutcome, Trainer};
 use ebm_log::{CsvSink, MultiSink, ProgressSink, RunDir, TensorBoardWriter};
@@ -125,6 +137,10 @@ pub struct RunContext {
     /// True when continuing an earlier run in the same folder.
     pub resuming: bool,
     stop: Option<Arc<AtomicBool>>,
+    /// The run's fingerprint (`None` for a folder made by an older ebm-rs, which has none).
+    fingerprint: Option<Fingerprint>,
+    /// Held while this context lives; removing `run.lock` when dropped.
+    _lock: RunLock,
 }
 
 /// What [`RunContext::start`] needs besides the config.
@@ -151,14 +167,71 @@ pub struct StartOptions<'a> {
 impl RunContext {
     /// Sets threads, device and seed, then creates the run folder and writes `config.toml` into it (or
     /// reopens the folder to resume). Call it after the config was validated: nothing is written before.
+    /// The same as [`RunContext::start_with_data_files`] without data files.
     pub fn start<C: Serialize>(cfg: &C, o: &StartOptions<'_>) -> Result<Self> {
+        Self::start_with_data_files(cfg, o, &[])
+    }
+
+    /// Sets threads, device and seed, hashes `data_files` (files, or folders whose files all count), then:
+    ///
+    /// - for a new run, creates the run folder, takes its `run.lock`, and writes `config.toml` and
+    ///   `fingerprint.json` (run id, ebm-rs version, the config, the data files' SHA-256 and sizes);
+    /// - with `o.resume`, reopens the folder, takes its `run.lock` (refused while another live process holds
+    ///   it), refuses to continue when `config.toml` was edited or a data file changed since the run started
+    ///   (a folder without `fingerprint.json`, made by an older ebm-rs, continues with a warning), and
+    ///   removes temporary files left by interrupted writes.
+    ///
+    /// Call it after the config was validated: nothing is written before, and nothing is trained before the
+    /// checks. The lock is released when the context is dropped.
+    pub fn start_with_data_files<C: Serialize>(cfg: &C, o: &StartOptions<'_>, data_files: &[PathBuf]) -> Result<Self> {
         let ctx = init(o.device, o.seed, (o.threads > 0).then_some(o.threads))?;
-        let run_dir = match o.resume {
-            Some(dir) => RunDir::open(dir)?,
+        let config_text = config::to_toml(cfg)?;
+        let data = hash_data_files(data_files)?;
+        let (run_dir, lock, fingerprint) = match o.resume {
+            Some(dir) => {
+                let run_dir = RunDir::open(dir)?;
+                let lock = RunLock::acquire(run_dir.path())?;
+                let fingerprint = Fingerprint::read(run_dir.path())?;
+                match &fingerprint {
+                    Some(fp) => {
+                        fp.check_config(run_dir.path())?;
+                        fp.check_data(run_dir.path(), &data)?;
+                        if fp.ebm_rs_version != env!("CARGO_PKG_VERSION") {
+                            eprintln!(
+                                "ebm-rs: note: {} was started by ebm-rs {} and is resumed by ebm-rs {}",
+                                run_dir.path().display(),
+                                fp.ebm_rs_version,
+                                env!("CARGO_PKG_VERSION")
+                            );
+                        }
+                    }
+                    None => eprintln!(
+                        "ebm-rs: warning: {} has no {FINGERPRINT_FILE} (made by an older ebm-rs): its config.toml, \
+                         data files and checkpoints cannot be checked against the start of the run",
+                        run_dir.path().display()
+                    ),
+                }
+                let removed = remove_stale_temporaries(run_dir.path())?;
+                if !removed.is_empty() {
+                    let names: Vec<String> = removed
+                        .iter()
+                        .map(|p| p.strip_prefix(run_dir.path()).unwrap_or(p).display().to_string())
+                        .collect();
+                    eprintln!(
+                        "ebm-rs: removed {} temporary file(s) left by an interrupted write: {}",
+                        names.len(),
+                        names.join(", ")
+                    );
+                }
+                (run_dir, lock, fingerprint)
+            }
             None => {
                 let d = RunDir::create(o.out, o.experiment, o.run_name)?;
-                d.write_atomic("config.toml", config::to_toml(cfg)?.as_bytes())?;
-                d
+                let lock = RunLock::acquire(d.path())?;
+                d.write_atomic("config.toml", config_text.as_bytes())?;
+                let fp = Fingerprint::new(&config_text, data);
+                d.write_atomic(FINGERPRINT_FILE, &serde_json::to_vec_pretty(&fp)?)?;
+                (d, lock, Some(fp))
             }
         };
         eprintln!("ebm-rs: run folder {}", run_dir.path().display());
@@ -168,12 +241,30 @@ impl RunContext {
             seed: ctx.seed,
             resuming: o.resume.is_some(),
             stop: o.stop.clone(),
+            fingerprint,
+            _lock: lock,
         })
     }
 
     /// [`RunContext::start`] with the run settings of an experiment's config.
     pub fn for_config<C: ExperimentConfig + Serialize>(cfg: &C, experiment: &str, opts: &RunOptions) -> Result<Self> {
         Self::start(cfg, &cfg.start_options(experiment, opts))
+    }
+
+    /// [`RunContext::start_with_data_files`] with the run settings of an experiment's config: `data_files`
+    /// are the files (or folders) the run reads, recorded in `fingerprint.json` and checked on `--resume`.
+    pub fn for_config_with_data_files<C: ExperimentConfig + Serialize>(
+        cfg: &C,
+        experiment: &str,
+        opts: &RunOptions,
+        data_files: &[PathBuf],
+    ) -> Result<Self> {
+        Self::start_with_data_files(cfg, &cfg.start_options(experiment, opts), data_files)
+    }
+
+    /// The run's fingerprint, `None` for a resumed folder made by an older ebm-rs.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.fingerprint.as_ref()
     }
 
     /// A seed of its own for the stream called `name` (a model, a sampling pass), derived from the run's
@@ -193,7 +284,13 @@ impl RunContext {
         let name = rel.as_ref().display().to_string();
         let dir = self.run_dir.path().join(rel);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(SubRun { name, dir, resuming: self.resuming, stop: self.stop.clone() })
+        Ok(SubRun {
+            name,
+            dir,
+            resuming: self.resuming,
+            stop: self.stop.clone(),
+            fingerprint: self.fingerprint.as_ref().map(Fingerprint::checkpoint_tag),
+        })
     }
 }
 
@@ -218,6 +315,7 @@ pub struct SubRun {
     pub dir: PathBuf,
     resuming: bool,
     stop: Option<Arc<AtomicBool>>,
+    fingerprint: Option<String>,
 }
 
 impl SubRun {
@@ -231,11 +329,15 @@ impl SubRun {
         self.resuming
     }
 
-    /// Gives `trainer` this sub-run's checkpoints and the stop flag, and restores the newest checkpoint when
-    /// the run is resumed and has one; returns the step it resumed at.
+    /// Gives `trainer` this sub-run's checkpoints, the stop flag and the run's fingerprint (its checkpoints
+    /// are tagged with it, and a checkpoint of another run is refused), and restores the newest checkpoint
+    /// when the run is resumed and has one; returns the step it resumed at.
     pub fn attach<'a>(&self, trainer: Trainer<'a>) -> Result<(Trainer<'a>, Option<usize>)> {
         let ckpt = self.checkpoints();
         let mut trainer = trainer.with_checkpoints(&ckpt)?;
+        if let Some(fp) = &self.fingerprint {
+            trainer = trainer.with_fingerprint(fp.clone());
+        }
         if let Some(stop) = &self.stop {
             trainer = trainer.with_stop_flag(stop.clone());
         }
@@ -258,9 +360,13 @@ impl SubRun {
         Ok(())
     }
 
-    /// TensorBoard + `metrics.csv` (cut back to `resumed_at` when resuming) + a progress sink.
+    /// TensorBoard + `metrics.csv` + a progress sink. When resuming at `resumed_at`, `metrics.csv` is cut
+    /// back to that step and TensorBoard gets a restart marker there (what was logged after it is dropped).
     pub fn sinks(&self, progress: ProgressSink, resumed_at: Option<usize>) -> Result<MultiSink> {
-        let tb = TensorBoardWriter::create(&self.dir)?;
+        let mut tb = TensorBoardWriter::create(&self.dir)?;
+        if let Some(step) = resumed_at {
+            tb.restart(step as u64)?;
+        }
         let csv_path = self.dir.join("metrics.csv");
         let csv = match resumed_at {
             Some(step) => CsvSink::resume(&csv_path, step as u64)?,

@@ -1,5 +1,7 @@
 //! Settings of `exp_images`: the [`ImageMethod`]s and [`ImagesConfig`].
 
+use crate::common::cli::check_run_settings;
+use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Result};
@@ -290,9 +292,13 @@ impl ImagesConfig {
         self.eval.ood_n = self.eval.ood_n.min(100);
     }
 
-    /// Checks names and ranges (unknown names list the valid ones).
+    /// Checks names and ranges (unknown names list the valid ones), every method's objective, the conv
+    /// network, and the memory the run needs where the image size is known before loading, so that a
+    /// mistake is reported before the run folder is created. Errors name the config keys as written in the
+    /// file (`train.optim.lr`, `cd.k`, `model.channels`, …).
     pub fn validate(&self) -> Result<()> {
-        self.data.dataset.parse::<ImageDataset>()?;
+        check_run_settings(self.threads, self.run_name.as_deref())?;
+        let dataset = user_keys(self.data.dataset.parse::<ImageDataset>(), KEYS)?;
         if !(self.data.test_fraction > 0.0 && self.data.test_fraction < 1.0) {
             bail!("data.test_fraction must be in (0, 1), got {}", self.data.test_fraction);
         }
@@ -302,11 +308,104 @@ impl ImagesConfig {
         if !(self.dsm_sigma > 0.0) {
             bail!("dsm_sigma must be > 0, got {}", self.dsm_sigma);
         }
-        self.train.validate()?;
-        self.eval.classifier.validate()?;
-        self.ais_config().validate()?;
-        self.langevin().validate()?;
+        user_keys(self.train.validate(), KEYS)?;
+        user_keys(self.eval.classifier.validate(), KEYS)?;
+        user_keys(self.ais_config().validate(), KEYS)?;
+        user_keys(self.langevin().validate(), KEYS)?;
+        // in_channels and image_size come from the data; the rest of the network is the user's
+        user_keys(ConvConfig { in_channels: 1, image_size: [1, 1], ..self.model.clone() }.validate(), KEYS)?;
+        // every method's objective, used or not
+        for m in ImageMethod::ALL {
+            user_keys(validate_objective(&m.objective(self)), KEYS)?;
+        }
+        if let Some((event, n)) = self.known_data_shape(&dataset) {
+            check_memory(&self.memory_parts(&event, n))?;
+        }
         Ok(())
+    }
+
+    /// The image shape `[C, H, W]` and (an upper bound on) the number of images, where known before loading:
+    /// the shipped data sets, and a folder with `data.folder.image_size` set (its files are counted).
+    fn known_data_shape(&self, dataset: &ImageDataset) -> Option<(Vec<i64>, usize)> {
+        match dataset {
+            ImageDataset::Digits => Some((vec![1, 8, 8], 1797)),
+            ImageDataset::Mnist5k => Some((vec![1, 28, 28], 5000)),
+            ImageDataset::Folder(dir) => {
+                let [h, w] = self.data.folder.image_size?;
+                Some((vec![self.data.folder.color.channels(), h as i64, w as i64], count_files(dir).max(1)))
+            }
+        }
+    }
+
+    /// The parts of the run's memory estimate for images of shape `event = [C, H, W]`, `n` of them: the
+    /// data, the conv network's parameters (with gradients and Adam's moments) and activations, the replay
+    /// buffer. Each names the key that sets its size.
+    pub fn memory_parts(&self, event: &[i64], n: usize) -> Vec<MemoryPart> {
+        let (c, h, w) = (event[0] as f64, event[1] as f64, event[2] as f64);
+        let size_key = match (self.data.dataset.starts_with("folder:"), self.data.folder.image_size) {
+            (true, Some(s)) => format!("data.folder.image_size = {s:?}"),
+            _ => format!("the data set's image size ({}×{})", h, w),
+        };
+        let (mut params, mut acts) = (0.0, 0.0);
+        let (mut c_in, mut hh, mut ww) = (c, h, w);
+        for (i, &ch) in self.model.channels.iter().enumerate() {
+            let ch = ch as f64;
+            if i > 0 {
+                hh = (hh / 2.0).ceil();
+                ww = (ww / 2.0).ceil();
+            }
+            params += ch * c_in * 9.0 + ch;
+            acts += ch * hh * ww;
+            c_in = ch;
+        }
+        params += c_in * hh * ww + 1.0;
+        let rows = [2 * self.train.batch_size, self.sampling.n, self.log.grid_n, self.eval.ais.chains, self.eval.ood_n]
+            .into_iter()
+            .map(|r| r as f64)
+            .fold(1.0, f64::max);
+        let pixels = c * h * w;
+        vec![
+            MemoryPart::new(
+                &size_key,
+                format!("{n} images of {c}×{h}×{w} pixels (the data set and its split)"),
+                f32_bytes(2.0 * n as f64 * pixels),
+            ),
+            MemoryPart::new(
+                format!(
+                    "{size_key} (with model.channels = {:?}, train.batch_size = {})",
+                    self.model.channels, self.train.batch_size
+                ),
+                format!("the conv activations of {rows} images (values, pre-activations, gradients)"),
+                f32_bytes(3.0 * rows * acts),
+            ),
+            MemoryPart::new(
+                format!("model.channels = {:?}", self.model.channels),
+                format!("{params:.3e} parameters with their gradients and Adam's two moments"),
+                f32_bytes(4.0 * params),
+            ),
+            MemoryPart::new(
+                format!("cd.buffer_capacity = {}", self.cd.buffer_capacity),
+                "the replay buffer",
+                f32_bytes(self.cd.buffer_capacity as f64 * pixels),
+            ),
+        ]
+    }
+
+    /// The same config with a relative `folder:<path>` data set and a relative `data.data_dir` made absolute
+    /// (against the working folder), so that the saved `config.toml` (and `--resume`) work from any folder.
+    pub fn with_absolute_paths(&self) -> Result<ImagesConfig> {
+        let mut cfg = self.clone();
+        if let Some(p) = cfg.data.dataset.trim().strip_prefix("folder:") {
+            if !p.is_empty() && std::path::Path::new(p).is_relative() {
+                cfg.data.dataset = format!("folder:{}", std::path::absolute(p)?.display());
+            }
+        }
+        if let Some(d) = &cfg.data.data_dir {
+            if d.is_relative() {
+                cfg.data.data_dir = Some(std::path::absolute(d)?);
+            }
+        }
+        Ok(cfg)
     }
 
     /// The Langevin sampler of training and sampling, clamped to the data range unless set otherwise.
@@ -347,6 +446,33 @@ impl ImagesConfig {
     }
 }
 
+/// How the library's parameter names map to this config's keys (see [`user_keys`]).
+pub(super) const KEYS: &[(&str, &str)] = &[
+    ("conv", "model"),
+    ("optim", "train.optim"),
+    ("contrastive.k", "cd.k"),
+    ("contrastive.alpha", "cd.alpha"),
+    ("langevin", "cd.langevin"),
+    ("buffer.capacity", "cd.buffer_capacity"),
+    ("buffer.restart_prob", "cd.restart_prob"),
+    ("score_matching.sigma", "dsm_sigma"),
+    ("classifier", "eval.classifier"),
+    ("ais.transition", "eval.ais"),
+    ("ais.base", "data.scale"),
+    ("ais", "eval.ais"),
+    ("image_size", "data.folder.image_size"),
+    ("dataset", "data.dataset"),
+];
+
+/// The files under `dir` (recursively; hidden ones skipped), as the folder loader counts them.
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+        .sum()
+}
+
 /// Resolves the default config (`experiments/exp_images.toml`) relative to the working directory or the
 /// repository.
 pub fn default_config_path() -> Option<PathBuf> {
@@ -368,5 +494,35 @@ mod tests {
         cfg.make_quick();
         cfg.validate().unwrap();
         assert_eq!(cfg.langevin().clamp, Some([-1.0, 1.0]));
+    }
+
+    #[test]
+    fn the_network_every_objective_and_the_memory_are_checked_before_the_run() {
+        let cfg = ImagesConfig { model: ConvConfig { channels: vec![], ..Default::default() }, ..Default::default() };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid value for model.channels"), "{e}");
+        let mut cfg = ImagesConfig { method: ImageMethod::Dsm, ..Default::default() };
+        cfg.cd.k = 0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid value for cd.k"), "{e}");
+        let mut cfg = ImagesConfig::default();
+        cfg.train.optim.lr = 0.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("invalid value for train.optim.lr"));
+        // digits need little; a 100000² image needs far more than any machine
+        let small: f64 = ImagesConfig::default().memory_parts(&[1, 8, 8], 1797).iter().map(|p| p.bytes).sum();
+        assert!(small < 1e9, "{small}");
+        let mut cfg = ImagesConfig::default();
+        cfg.data.dataset = "folder:/nonexistent".into();
+        cfg.data.folder.image_size = Some([100_000, 100_000]);
+        let e = crate::common::config::check_memory_within(&cfg.memory_parts(&[1, 100_000, 100_000], 1), 1e12)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("data.folder.image_size = [100000, 100000]") && e.contains(" GB"), "{e}");
+        let rel = ImagesConfig {
+            data: DataSettings { dataset: "folder:imgs".into(), ..Default::default() },
+            ..Default::default()
+        };
+        let abs = rel.with_absolute_paths().unwrap();
+        assert_eq!(abs.data.dataset, format!("folder:{}", std::env::current_dir().unwrap().join("imgs").display()));
     }
 }

@@ -57,19 +57,22 @@ fn legible(x: &Tensor) -> Tensor {
 
 /// Runs the experiment; returns the run folder and the report.
 pub fn run(cfg: &ImagesConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, ImagesReport)>> {
+    let cfg = &cfg.with_absolute_paths()?;
     cfg.validate()?;
     let t_start = Instant::now();
     let dataset: ImageDataset = cfg.data.dataset.parse()?;
     let data_dir = cfg.data.data_dir.clone().unwrap_or_else(default_data_dir);
-    let loaded = dataset
-        .load(&data_dir, &cfg.data.folder, cfg.data.scale)
-        .with_context(|| format!("loading data set '{dataset}'"))?;
+    let loaded =
+        crate::common::config::user_keys(dataset.load(&data_dir, &cfg.data.folder, cfg.data.scale), config::KEYS)
+            .with_context(|| format!("loading data set '{dataset}'"))?;
     for s in &loaded.skipped {
         eprintln!("warning: skipped {}: not a readable image ({})", s.path.display(), s.reason);
     }
     if loaded.resized > 0 {
         eprintln!("ebm-rs: resized {} image(s) to the data set's size", loaded.resized);
     }
+    // the model's memory, now that the image size is known (still before the run folder)
+    crate::common::config::check_memory(&cfg.memory_parts(&loaded.set.event_shape(), loaded.set.len()))?;
     let (train, test) = loaded.set.split(cfg.data.test_fraction, cfg.seed)?;
     let event = train.event_shape();
     let range = cfg.data.scale.range();
@@ -81,7 +84,12 @@ pub fn run(cfg: &ImagesConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, Im
         event,
         cfg.label()
     );
-    let ctx = RunContext::for_config(cfg, "exp_images", opts)?;
+    // the files the run reads go into its fingerprint: a resume refuses changed data
+    let data_files: Vec<PathBuf> = match &dataset {
+        ImageDataset::Folder(dir) => vec![dir.clone()],
+        other => other.file(&data_dir).into_iter().collect(),
+    };
+    let ctx = RunContext::for_config_with_data_files(cfg, "exp_images", opts, &data_files)?;
     let r = run_in(cfg, &ctx, Loaded { dataset, loaded, train, test, event, range, t_start });
     Outcome::from_result(r, ctx.run_dir.path())
 }

@@ -2,6 +2,8 @@
 
 use super::images::annealed;
 use super::toy2d::{objective_2d, ATTRS_2D};
+use crate::common::cli::check_run_settings;
+use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Result};
@@ -16,7 +18,6 @@ use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tch::Device;
 
 /// Sampling of the 2-D compositions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,7 +403,12 @@ impl PoeConfig {
 
     /// Checks names and ranges; expressions that do not parse or name unknown attributes are errors pointing
     /// at them.
+    ///
+    /// Every check runs before the run folder is created: settings (errors name the config keys as written
+    /// in the file, e.g. `toy.cd.k`, `images.optim.lr`), the 2-D network's input width, and the memory the
+    /// run needs.
     pub fn validate(&self) -> Result<()> {
+        check_run_settings(self.threads, self.run_name.as_deref())?;
         let t = &self.toy;
         if t.enabled {
             if t.expressions.is_empty() {
@@ -417,29 +423,35 @@ impl PoeConfig {
             if t.n_train < 10 || t.sampling.n < 2 || t.sampling.n_proposals < t.sampling.n || t.grid_n < 10 {
                 bail!("toy: need n_train ≥ 10, sampling.n ≥ 2, sampling.n_proposals ≥ sampling.n, grid_n ≥ 10");
             }
-            Mala::new(MalaConfig { step_size: t.sampling.mala_step, record: false })?;
-            t.model.validate()?;
-            t.train.validate()?;
-            objective_2d(t)
-                .build(&ebm_core::energy::Gaussian::isotropic(&[0.0, 0.0], 1.0, Device::Cpu)?, Device::Cpu)?;
+            user_keys(Mala::new(MalaConfig { step_size: t.sampling.mala_step, record: false }), TOY_KEYS)?;
+            user_keys(t.model.validate(), TOY_KEYS)?;
+            if t.model.in_dim != 2 {
+                bail!(
+                    "toy.model.in_dim = {}, but the 2-D data are points of width 2: set toy.model.in_dim = 2",
+                    t.model.in_dim
+                );
+            }
+            user_keys(t.train.validate(), TOY_KEYS)?;
+            user_keys(validate_objective(&objective_2d(t)), TOY_KEYS)?;
         }
         let im = &self.images;
         if im.enabled {
-            im.shapes.validate()?;
-            im.net.validate()?;
-            for n in im.nets.values() {
-                n.validate()?;
+            user_keys(im.shapes.validate(), IMAGE_KEYS)?;
+            user_keys(im.net.validate(), IMAGE_KEYS)?;
+            for (kind, n) in &im.nets {
+                let key = format!("images.nets.{}", kind.name());
+                user_keys(n.validate(), &[("conditional", key.as_str())])?;
             }
             if let Some(d) = im.ema {
                 if !(0.0..1.0).contains(&d) {
                     bail!("images.ema: the decay must be in [0, 1), got {d}");
                 }
             }
-            im.cd.objective().validate().map_err(|e| anyhow::anyhow!("images.cd: {e}"))?;
-            im.optim.validate()?;
-            im.sampling.langevin.validate()?;
-            im.sampling.init.validate()?;
-            annealed(im).validate()?;
+            user_keys(im.cd.objective().validate(), IMAGE_KEYS)?;
+            user_keys(im.optim.validate(), IMAGE_KEYS)?;
+            user_keys(im.sampling.langevin.validate(), &[("langevin", "images.sampling.langevin")])?;
+            user_keys(im.sampling.init.validate(), IMAGE_KEYS)?;
+            user_keys(annealed(im).validate(), IMAGE_KEYS)?;
             if im.kinds.is_empty() || im.targets.is_empty() {
                 bail!("images: need at least one attribute kind and one target");
             }
@@ -478,9 +490,116 @@ impl PoeConfig {
         if !t.enabled && !im.enabled {
             bail!("both parts are disabled (toy.enabled = images.enabled = false)");
         }
-        Ok(())
+        check_memory(&self.memory_parts())
+    }
+
+    /// The parts of the run's memory estimate of the enabled parts, each with the key that sets its size:
+    /// the 2-D experts (parameters with gradients and Adam's moments, activations, data, replay buffer,
+    /// sampling proposals) and the image part (the shapes data, the networks' activations at the image size,
+    /// their parameters, the replay buffers).
+    pub fn memory_parts(&self) -> Vec<MemoryPart> {
+        let mut parts = Vec::new();
+        let t = &self.toy;
+        if t.enabled {
+            let mut dims = vec![t.model.in_dim as f64];
+            dims.extend(t.model.hidden.iter().map(|h| *h as f64));
+            dims.push(1.0);
+            let params: f64 = dims.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+            let width: f64 = t.model.hidden.iter().map(|h| *h as f64).sum();
+            let grid = (t.grid_n as f64).powi(2).min((1 << 15) as f64);
+            let rows = (2.0 * t.train.batch_size as f64).max(t.sampling.n as f64).max(grid);
+            let hidden = format!("toy.model.hidden = {:?}", t.model.hidden);
+            parts.push(MemoryPart::new(
+                &hidden,
+                format!("{params:.3e} parameters per expert with their gradients and Adam's two moments"),
+                f32_bytes(4.0 * params * ATTRS_2D.len() as f64),
+            ));
+            parts.push(MemoryPart::new(
+                format!("{hidden} (with toy.train.batch_size = {})", t.train.batch_size),
+                format!("the activations of {rows} points"),
+                f32_bytes(3.0 * rows * width),
+            ));
+            parts.push(MemoryPart::new(
+                format!("toy.sampling.n_proposals = {}", t.sampling.n_proposals),
+                "the uniform proposals and their f of the importance-resampling start",
+                f32_bytes(3.0 * t.sampling.n_proposals as f64),
+            ));
+            parts.push(MemoryPart::new(
+                format!("toy.n_train = {}", t.n_train),
+                "the training points",
+                f32_bytes(2.0 * t.n_train as f64),
+            ));
+            parts.push(MemoryPart::new(
+                format!("toy.cd.buffer_capacity = {}", t.cd.buffer_capacity),
+                "the replay buffers",
+                f32_bytes(2.0 * (t.cd.buffer_capacity * ATTRS_2D.len()) as f64),
+            ));
+        }
+        let im = &self.images;
+        if im.enabled {
+            let s = im.shapes.image_size as f64;
+            let pixels = 3.0 * s * s;
+            let size = format!("images.shapes.image_size = {}", im.shapes.image_size);
+            parts.push(MemoryPart::new(
+                format!("{size} (with images.n_train = {})", im.n_train),
+                format!("{} training images of 3×{s}×{s} pixels", im.n_train),
+                f32_bytes(im.n_train as f64 * pixels),
+            ));
+            // the widest network at full resolution: one feature map per width, kept for the backward pass
+            let nets: Vec<ConditionalConfig> =
+                std::iter::once(im.net.clone()).chain(im.nets.values().cloned()).collect();
+            let widths = nets.iter().map(|n| n.widths.iter().map(|w| *w as f64).sum::<f64>()).fold(0.0, f64::max);
+            let rows = (im.batch_size as f64).max(im.sampling.n as f64);
+            parts.push(MemoryPart::new(
+                format!("{size} (with images.batch_size = {}, images.net.widths = {:?})", im.batch_size, im.net.widths),
+                format!("the network activations of {rows} images"),
+                f32_bytes(3.0 * rows * widths * s * s),
+            ));
+            let params = nets
+                .iter()
+                .map(|n| n.widths.windows(2).map(|w| (w[0] * w[1]) as f64 * 9.0 * 2.0).sum::<f64>())
+                .fold(0.0, f64::max);
+            parts.push(MemoryPart::new(
+                format!("images.net.widths = {:?}", im.net.widths),
+                format!("{params:.3e} parameters per network with their gradients and Adam's two moments"),
+                f32_bytes(4.0 * params * (im.kinds.len() + 1) as f64),
+            ));
+            parts.push(MemoryPart::new(
+                format!("images.cd.buffer.capacity = {}", im.cd.buffer.capacity),
+                "the replay buffer of each label",
+                f32_bytes(im.cd.buffer.capacity as f64 * pixels * 8.0),
+            ));
+        }
+        parts
     }
 }
+
+/// How the library's parameter names map to the keys of `[toy]` (see [`user_keys`]).
+const TOY_KEYS: &[(&str, &str)] = &[
+    ("mlp", "toy.model"),
+    ("train", "toy.train"),
+    ("optim", "toy.train.optim"),
+    ("contrastive.k", "toy.cd.k"),
+    ("contrastive.alpha", "toy.cd.alpha"),
+    ("langevin", "toy.cd.langevin"),
+    ("buffer.capacity", "toy.cd.buffer_capacity"),
+    ("buffer.restart_prob", "toy.cd.restart_prob"),
+    ("mala.step_size", "toy.sampling.mala_step"),
+];
+
+/// How the library's parameter names map to the keys of `[images]` (see [`user_keys`]).
+const IMAGE_KEYS: &[(&str, &str)] = &[
+    ("shapes", "images.shapes"),
+    ("conditional", "images.net"),
+    ("contrastive", "images.cd"),
+    ("langevin", "images.cd.langevin"),
+    ("buffer", "images.cd.buffer"),
+    ("optim", "images.optim"),
+    ("init", "images.sampling.init"),
+    ("noise_scales", "images.noise"),
+    ("annealed.steps_per_level", "images.sampling.steps_per_level"),
+    ("annealed.step_ratio", "images.sampling.step_ratio"),
+];
 
 /// The network of one kind's expert: `nets[kind]`, else `net` with the view `views[kind]`.
 pub(super) fn kind_net(im: &ImageSettings, kind: AttributeKind) -> ConditionalConfig {
@@ -552,6 +671,36 @@ mod tests {
         cfg.images.targets = vec!["triangle & small".into()];
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("unknown name 'small'") && e.contains("images.kinds"), "{e}");
+    }
+
+    #[test]
+    fn the_input_width_the_users_keys_and_the_memory_are_checked() {
+        let mut cfg = PoeConfig::default();
+        cfg.toy.model.in_dim = 3;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("toy.model.in_dim = 3") && e.contains("width 2"), "{e}");
+        let mut cfg = PoeConfig::default();
+        cfg.toy.cd.buffer_capacity = 0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("invalid value for toy.cd.buffer_capacity"));
+        let mut cfg = PoeConfig::default();
+        cfg.images.cd.buffer.restart_prob = 2.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("invalid value for images.cd.buffer.restart_prob"));
+        let mut cfg = PoeConfig::default();
+        cfg.images.noise.levels = 0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("invalid value for images.noise"));
+        let mut cfg = PoeConfig::default();
+        cfg.images.nets.get_mut(&AttributeKind::Colour).unwrap().widths = vec![];
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("invalid value for images.nets.colour.widths"), "{e}");
+        let cfg = PoeConfig { threads: 100_000, ..Default::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("threads = 100000"));
+        // the defaults need little; a 100000² image far more than any machine
+        let total: f64 = PoeConfig::default().memory_parts().iter().map(|p| p.bytes).sum();
+        assert!(total < 2e9, "{total}");
+        let mut cfg = PoeConfig::default();
+        cfg.images.shapes.image_size = 100_000;
+        let e = crate::common::config::check_memory_within(&cfg.memory_parts(), 1e12).unwrap_err().to_string();
+        assert!(e.starts_with("images.shapes.image_size = 100000") && e.contains(" GB"), "{e}");
     }
 
     #[test]
