@@ -535,10 +535,12 @@ fn exp_images_refuses_to_continue_a_run_under_another_method() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let run = out.path().join("exp_images/r");
-    let o = Command::new(IMAGES).current_dir(repo_root()).args(["--method", "dsm", "--resume"]).arg(&run).output().unwrap();
+    let o =
+        Command::new(IMAGES).current_dir(repo_root()).args(["--method", "dsm", "--resume"]).arg(&run).output().unwrap();
     assert!(!o.status.success() && stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
     edit_toml(&run.join("config.toml"), "method", toml::Value::String("dsm".into()));
-    let o = Command::new(IMAGES).current_dir(repo_root()).args(["--threads", "1", "--resume"]).arg(&run).output().unwrap();
+    let o =
+        Command::new(IMAGES).current_dir(repo_root()).args(["--threads", "1", "--resume"]).arg(&run).output().unwrap();
     let e = stderr(&o);
     assert!(!o.status.success() && e.contains("method") && e.contains("replay") && e.contains("dsm"), "{e}");
 }

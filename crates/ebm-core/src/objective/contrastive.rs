@@ -303,22 +303,7 @@ impl Objective for Contrastive {
 mod tests {
     use super::*;
     use crate::energy::Gaussian;
-
-    /// A 1-D Gaussian model with a trainable mean: f(x) = -(x - θ)²/2.
-    struct Shift {
-        theta: Tensor,
-    }
-    impl EnergyModel for Shift {
-        fn f(&self, x: &Tensor) -> Tensor {
-            (x.squeeze_dim(1) - &self.theta).square() * -0.5
-        }
-        fn event_shape(&self) -> Vec<i64> {
-            vec![1]
-        }
-        fn parameters(&self) -> Vec<Tensor> {
-            vec![self.theta.shallow_clone()]
-        }
-    }
+    use crate::sampler::test_util::Shift;
 
     #[test]
     fn gradient_is_the_maximum_likelihood_gradient() {

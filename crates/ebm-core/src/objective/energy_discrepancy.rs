@@ -173,24 +173,9 @@ impl Objective for EnergyDiscrepancy {
 mod tests {
     use super::*;
     use crate::optim::AdamConfig;
+    use crate::sampler::test_util::Shift;
     use crate::train::{LabelledData, MemorySink, TensorData, TrainConfig, Trainer};
     use tch::{nn, Device};
-
-    /// `f_θ(x) = −(x − θ)²/2` in 1-D, θ trainable.
-    struct Shift {
-        theta: Tensor,
-    }
-    impl EnergyModel for Shift {
-        fn f(&self, x: &Tensor) -> Tensor {
-            (x.squeeze_dim(1) - &self.theta).square() * -0.5
-        }
-        fn event_shape(&self) -> Vec<i64> {
-            vec![1]
-        }
-        fn parameters(&self) -> Vec<Tensor> {
-            vec![self.theta.shallow_clone()]
-        }
-    }
 
     fn ed(t: f64, m: usize, w: f64) -> EnergyDiscrepancy {
         EnergyDiscrepancy::new(EnergyDiscrepancyConfig { t, m, w }).unwrap()

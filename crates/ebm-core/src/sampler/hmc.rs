@@ -216,6 +216,7 @@ mod tests {
     use crate::objective::contrastive::{Contrastive, ContrastiveConfig, Negatives};
     use crate::objective::Objective;
     use crate::sampler::test_util::moments;
+    use crate::sampler::test_util::Shift;
     use crate::sampler::{Init, SamplerConfig};
 
     fn hmc(step_size: f64, leapfrog_steps: usize, adapt: Option<HmcAdapt>) -> Hmc {
@@ -318,22 +319,6 @@ mod tests {
         eprintln!("hmc nan: max |x| {max}, acceptance {acc}");
         assert!(max < 2.0, "max |x| {max}");
         assert!(acc > 0.0 && acc < 1.0, "acceptance {acc}");
-    }
-
-    /// A 1-D Gaussian model with a trainable mean: f(x) = -(x - θ)²/2.
-    struct Shift {
-        theta: Tensor,
-    }
-    impl EnergyModel for Shift {
-        fn f(&self, x: &Tensor) -> Tensor {
-            (x.squeeze_dim(1) - &self.theta).square() * -0.5
-        }
-        fn event_shape(&self) -> Vec<i64> {
-            vec![1]
-        }
-        fn parameters(&self) -> Vec<Tensor> {
-            vec![self.theta.shallow_clone()]
-        }
     }
 
     #[test]

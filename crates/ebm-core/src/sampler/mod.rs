@@ -270,6 +270,25 @@ pub(crate) fn mean_f64(t: &Tensor) -> f64 {
 pub(crate) mod test_util {
     use super::*;
 
+    /// A 1-D Gaussian model with a trainable mean: `f(x) = -(x - θ)²/2` (the test model of the contrastive,
+    /// energy-discrepancy, HMC and tempering tests).
+    pub struct Shift {
+        /// The mean θ, `[1]`.
+        pub theta: Tensor,
+    }
+
+    impl EnergyModel for Shift {
+        fn f(&self, x: &Tensor) -> Tensor {
+            (x.squeeze_dim(1) - &self.theta).square() * -0.5
+        }
+        fn event_shape(&self) -> Vec<i64> {
+            vec![1]
+        }
+        fn parameters(&self) -> Vec<Tensor> {
+            vec![self.theta.shallow_clone()]
+        }
+    }
+
     /// Sample mean `[D]` and covariance `[D, D]` of `x: [N, D]`, as f64 vectors.
     pub fn moments(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
         let x = x.to_kind(Kind::Double);

@@ -363,6 +363,7 @@ mod tests {
     use crate::energy::{Gaussian, GaussianMixture};
     use crate::objective::contrastive::{Contrastive, ContrastiveConfig, Negatives};
     use crate::objective::Objective;
+    use crate::sampler::test_util::Shift;
     use crate::sampler::{Init, SamplerConfig};
     use tch::Device;
 
@@ -478,22 +479,6 @@ mod tests {
             eprintln!("tempering replica β = {b}: mean {mu}, variance {v} (exact 1, {})", 1.0 / b);
             assert!((v - 1.0 / b).abs() < 0.12 / b, "β = {b}: variance {v}");
             assert!((mu - 1.0).abs() < 0.1 / b.sqrt(), "β = {b}: mean {mu}");
-        }
-    }
-
-    /// A 1-D Gaussian model with a trainable mean: f(x) = -(x - θ)²/2.
-    struct Shift {
-        theta: Tensor,
-    }
-    impl EnergyModel for Shift {
-        fn f(&self, x: &Tensor) -> Tensor {
-            (x.squeeze_dim(1) - &self.theta).square() * -0.5
-        }
-        fn event_shape(&self) -> Vec<i64> {
-            vec![1]
-        }
-        fn parameters(&self) -> Vec<Tensor> {
-            vec![self.theta.shallow_clone()]
         }
     }
 
