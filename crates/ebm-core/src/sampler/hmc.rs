@@ -9,7 +9,7 @@
 //! end of warm-up ε is set to the averaged iterate ε̄ and stays fixed. The adapted ε lives in the [`Chain`]
 //! (a chain started afresh, e.g. at every contrastive iteration, adapts afresh).
 
-use super::{Chain, Sampler, StepDiag};
+use super::{sq_norm, Chain, Sampler};
 use crate::autograd::score_unchecked;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
@@ -131,11 +131,6 @@ impl Hmc {
 }
 
 /// `‖t‖²` per sample, `[B]`.
-fn sq_norm(t: &Tensor) -> Tensor {
-    let b = t.size()[0];
-    t.reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Double)
-}
-
 /// Whether every value of each sample is finite, `[B]` (bool).
 fn finite_rows(t: &Tensor) -> Tensor {
     let b = t.size()[0];
@@ -149,21 +144,9 @@ impl Sampler for Hmc {
     /// `chain.x: [B, *event]` stays `[B, *event]`; `chain.cache` holds `f: [B]` and `∇ₓf: [B, *event]` at it.
     fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
         let eps = self.step_size(chain);
-        let (cur_f, cur_grad) = match chain.cache.take() {
-            Some(c) => c,
-            None => {
-                let s = score_unchecked(m, &chain.x, false);
-                chain.x = s.x.detach();
-                (s.f, s.grad)
-            }
-        };
-        if chain.record {
-            chain.trace.push(StepDiag::of(&cur_f, &cur_grad));
-        }
+        let (cur_f, cur_grad) = chain.current_score(m);
         let x0 = chain.x.shallow_clone();
         let b = x0.size()[0];
-        let mut bshape = vec![b];
-        bshape.extend(std::iter::repeat_n(1, x0.dim() - 1));
         let p0 = x0.randn_like();
         let mut p = tch::no_grad(|| &p0 + &cur_grad * (0.5 * eps));
         let mut x = x0.shallow_clone();
@@ -191,11 +174,7 @@ impl Sampler for Hmc {
         ))?;
         chain.count_moves(sums[0], b as f64);
         self.adapt(chain, sums[1] / b as f64);
-        let a = accept.view(bshape.as_slice());
-        let next = tch::no_grad(|| x.where_self(&a, &x0));
-        chain.cache = Some((f.where_self(&accept, &cur_f), grad.where_self(&a, &cur_grad)));
-        chain.x_mean = next.shallow_clone();
-        chain.x = next;
+        chain.accept(&accept, &x, &f, &grad, (cur_f, cur_grad));
         Ok(())
     }
 

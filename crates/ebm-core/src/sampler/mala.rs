@@ -2,12 +2,12 @@
 //! probability `min(1, exp(f(y) - f(x) + log q(x|y) - log q(y|x)))`, `log q(y|x) = -‖y - x - ε∇f(x)‖² / 4ε`.
 //! Unlike unadjusted Langevin it leaves `exp(f)` exactly invariant, at any step size.
 
-use super::{Chain, Sampler, StepDiag};
+use super::{sq_norm, Chain, Sampler};
 use crate::autograd::score_unchecked;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 /// Parameters of [`Mala`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,47 +41,25 @@ impl Mala {
     }
 }
 
-fn sq_norm(t: &Tensor) -> Tensor {
-    let b = t.size()[0];
-    t.reshape([b, -1]).square().sum_dim_intlist(1, false, t.kind())
-}
-
 impl Sampler for Mala {
     fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
         let eps = self.cfg.step_size;
         let noise = (2.0 * eps).sqrt();
-        let (cur_f, cur_grad) = match chain.cache.take() {
-            Some(c) => c,
-            None => {
-                let s = score_unchecked(m, &chain.x, false);
-                chain.x = s.x.detach();
-                (s.f, s.grad)
-            }
-        };
-        if chain.record {
-            chain.trace.push(StepDiag::of(&cur_f, &cur_grad));
-        }
+        let (cur_f, cur_grad) = chain.current_score(m);
         let x = &chain.x;
         let b = x.size()[0];
-        let mut bshape = vec![b];
-        bshape.extend(std::iter::repeat_n(1, x.dim() - 1));
         let y = tch::no_grad(|| x + &cur_grad * eps + x.randn_like() * noise);
         let prop = score_unchecked(m, &y, false);
         let y = prop.x.detach();
-        let (accept, next_x) = tch::no_grad(|| {
+        let accept = tch::no_grad(|| {
             let fwd = sq_norm(&(&y - x - &cur_grad * eps)) * (-1.0 / (4.0 * eps));
             let bwd = sq_norm(&(x - &y - &prop.grad * eps)) * (-1.0 / (4.0 * eps));
             let log_alpha = &prop.f - &cur_f + bwd - fwd;
             let u = log_alpha.rand_like().log();
-            let accept = u.lt_tensor(&log_alpha);
-            let a = accept.view(bshape.as_slice());
-            (accept, y.where_self(&a, x))
+            u.lt_tensor(&log_alpha)
         });
         chain.count_moves(f64::try_from(accept.to_kind(Kind::Double).sum(Kind::Double))?, b as f64);
-        let a = accept.view(bshape.as_slice());
-        chain.cache = Some((prop.f.where_self(&accept, &cur_f), prop.grad.where_self(&a, &cur_grad)));
-        chain.x_mean = next_x.shallow_clone();
-        chain.x = next_x;
+        chain.accept(&accept, &y, &prop.f, &prop.grad, (cur_f, cur_grad));
         Ok(())
     }
 
@@ -100,7 +78,7 @@ mod tests {
     use crate::energy::{Gaussian, GaussianMixture};
     use crate::sampler::test_util::moments;
     use crate::sampler::{Init, Langevin, LangevinConfig};
-    use tch::Device;
+    use tch::{Device, Tensor};
 
     #[test]
     fn reproduces_a_correlated_gaussian_from_uniform_noise() {

@@ -97,6 +97,45 @@ impl Chain {
         self.moves = Some((a + accepted, p + proposed));
     }
 
+    /// `f` and `∇ₓf` at the current states, `[B]` and `[B, *event]`: taken from `cache` when the previous
+    /// step left them there, computed otherwise; pushes their [`StepDiag`] when `record` is set. For samplers
+    /// that reuse the score of the current state (MALA, HMC).
+    pub fn current_score(&mut self, m: &dyn EnergyModel) -> (Tensor, Tensor) {
+        let (f, grad) = match self.cache.take() {
+            Some(c) => c,
+            None => {
+                let s = crate::autograd::score_unchecked(m, &self.x, false);
+                self.x = s.x.detach();
+                (s.f, s.grad)
+            }
+        };
+        if self.record {
+            self.trace.push(StepDiag::of(&f, &grad));
+        }
+        (f, grad)
+    }
+
+    /// The Metropolis decision of every chain: where `accept: [B]` (bool) holds, the proposal `x_new`, its `f`
+    /// and `∇ₓf` replace the current state (`cur_f`, `cur_grad`), which the others keep; the kept `f` and
+    /// `∇ₓf` go to `cache` for the next step.
+    pub fn accept(
+        &mut self,
+        accept: &Tensor,
+        x_new: &Tensor,
+        f_new: &Tensor,
+        grad_new: &Tensor,
+        cur: (Tensor, Tensor),
+    ) {
+        let (cur_f, cur_grad) = cur;
+        let mut bshape = vec![accept.size()[0]];
+        bshape.extend(std::iter::repeat_n(1, self.x.dim() - 1));
+        let a = accept.view(bshape.as_slice());
+        let next = tch::no_grad(|| x_new.where_self(&a, &self.x));
+        self.cache = Some((f_new.where_self(accept, &cur_f), grad_new.where_self(&a, &cur_grad)));
+        self.x_mean = next.shallow_clone();
+        self.x = next;
+    }
+
     /// The chain's result.
     pub fn into_output(self) -> SampleOutput {
         let acceptance = self.moves.and_then(|(a, p)| (p > 0.0).then(|| a / p));
@@ -253,6 +292,12 @@ impl Init {
 /// Validates a chain's start against the model.
 pub(crate) fn check_start(m: &dyn EnergyModel, x0: &Tensor) -> Result<()> {
     check_input(&m.event_shape(), x0, "sampler start x0")
+}
+
+/// `‖t‖²` per sample: `[B, *event]` → `[B]`.
+pub(crate) fn sq_norm(t: &Tensor) -> Tensor {
+    let b = t.size()[0];
+    t.reshape([b, -1]).square().sum_dim_intlist(1, false, t.kind())
 }
 
 /// `‖g‖` per sample, averaged over the batch.
