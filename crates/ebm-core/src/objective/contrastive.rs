@@ -303,26 +303,14 @@ impl Objective for Contrastive {
 mod tests {
     use super::*;
     use crate::energy::Gaussian;
-    use crate::sampler::test_util::Shift;
+    use crate::sampler::test_util::contrastive_gradient;
 
     #[test]
     fn gradient_is_the_maximum_likelihood_gradient() {
         // With exact negatives (long chains from the model), ∂L/∂θ = E_model[∂f/∂θ] - E_data[∂f/∂θ]
         // = E_model[x - θ] - E_data[x - θ] = 0 - (mean(data) - θ) = θ - mean(data).
         tch::manual_seed(2);
-        let m = Shift { theta: Tensor::from_slice(&[0.5f32]).set_requires_grad(true) };
-        let cfg = ContrastiveConfig {
-            negatives: Negatives::Persistent { init: Init::Gaussian { mean: 0.5, std: 1.0 } },
-            k: 50,
-            sampler: SamplerConfig::Langevin(LangevinConfig::seed_form(0.05)),
-            alpha: 0.0,
-        };
-        let mut obj = Contrastive::new(cfg, &m, Device::Cpu).unwrap();
-        let data = Tensor::randn([20000, 1], (Kind::Float, Device::Cpu)) + 2.0;
-        let out = obj.loss(&m, &Batch::new(data.shallow_clone())).unwrap();
-        let g = Tensor::run_backward(&[out.loss], &[&m.theta], false, false).remove(0);
-        let want = 0.5 - f64::try_from(data.mean(Kind::Double)).unwrap();
-        let got = f64::try_from(g).unwrap();
+        let (got, want, obj) = contrastive_gradient(SamplerConfig::Langevin(LangevinConfig::seed_form(0.05)), 50);
         // sd of the negatives' mean over 20000 chains ≈ 0.007; ULA bias on the mean is 0
         assert!((got - want).abs() < 0.03, "grad {got}, want {want}");
         assert_eq!(obj.name(), "pcd");

@@ -190,12 +190,9 @@ impl Sampler for Hmc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Batch;
     use crate::energy::{Gaussian, GaussianMixture};
-    use crate::objective::contrastive::{Contrastive, ContrastiveConfig, Negatives};
-    use crate::objective::Objective;
+    use crate::sampler::test_util::contrastive_gradient;
     use crate::sampler::test_util::moments;
-    use crate::sampler::test_util::Shift;
     use crate::sampler::{Init, SamplerConfig};
 
     fn hmc(step_size: f64, leapfrog_steps: usize, adapt: Option<HmcAdapt>) -> Hmc {
@@ -305,22 +302,10 @@ mod tests {
         // With exact negatives ∂L/∂θ = θ - mean(data) (see contrastive.rs). Chains start in the model's own
         // distribution N(0.5, 1), which HMC leaves invariant.
         tch::manual_seed(35);
-        let m = Shift { theta: Tensor::from_slice(&[0.5f32]).set_requires_grad(true) };
         let sampler: SamplerConfig =
             toml::from_str("kind = \"hmc\"\nstep_size = 0.3\nleapfrog_steps = 5\n[adapt]\nwarmup_steps = 5\n").unwrap();
         assert!(matches!(&sampler, SamplerConfig::Hmc(c) if c.adapt.as_ref().unwrap().target_accept == 0.75));
-        let cfg = ContrastiveConfig {
-            negatives: Negatives::Persistent { init: Init::Gaussian { mean: 0.5, std: 1.0 } },
-            k: 10,
-            sampler,
-            alpha: 0.0,
-        };
-        let mut obj = Contrastive::new(cfg, &m, Device::Cpu).unwrap();
-        let data = Tensor::randn([20000, 1], (Kind::Float, Device::Cpu)) + 2.0;
-        let out = obj.loss(&m, &Batch::new(data.shallow_clone())).unwrap();
-        let g = Tensor::run_backward(&[out.loss], &[&m.theta], false, false).remove(0);
-        let want = 0.5 - f64::try_from(data.mean(Kind::Double)).unwrap();
-        let got = f64::try_from(g).unwrap();
+        let (got, want, _) = contrastive_gradient(sampler, 10);
         eprintln!("hmc contrastive: grad {got}, want {want}");
         // sd of the negatives' mean over 20000 chains ≈ 0.007; HMC has no bias on the mean: 4 sd
         assert!((got - want).abs() < 0.03, "grad {got}, want {want}");

@@ -334,6 +334,27 @@ pub(crate) mod test_util {
         }
     }
 
+    /// The contrastive loss's gradient `∂L/∂θ` for the model [`Shift`] at θ = 0.5 with negatives from `k` steps of
+    /// `sampler` on persistent chains started in the model's own distribution N(0.5, 1), on 20 000 data points
+    /// from N(2, 1), α = 0; returned with the exact maximum-likelihood gradient `θ − mean(data)` and the
+    /// objective. Seed libtorch before calling.
+    pub fn contrastive_gradient(sampler: SamplerConfig, k: usize) -> (f64, f64, crate::objective::Contrastive) {
+        use crate::objective::{Contrastive, ContrastiveConfig, Negatives, Objective};
+        let m = Shift { theta: Tensor::from_slice(&[0.5f32]).set_requires_grad(true) };
+        let cfg = ContrastiveConfig {
+            negatives: Negatives::Persistent { init: Init::Gaussian { mean: 0.5, std: 1.0 } },
+            k,
+            sampler,
+            alpha: 0.0,
+        };
+        let mut obj = Contrastive::new(cfg, &m, Device::Cpu).unwrap();
+        let data = Tensor::randn([20000, 1], (Kind::Float, Device::Cpu)) + 2.0;
+        let out = obj.loss(&m, &crate::batch::Batch::new(data.shallow_clone())).unwrap();
+        let g = Tensor::run_backward(&[out.loss], &[&m.theta], false, false).remove(0);
+        let want = 0.5 - f64::try_from(data.mean(Kind::Double)).unwrap();
+        (f64::try_from(g).unwrap(), want, obj)
+    }
+
     /// Sample mean `[D]` and covariance `[D, D]` of `x: [N, D]`, as f64 vectors.
     pub fn moments(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
         let x = x.to_kind(Kind::Double);

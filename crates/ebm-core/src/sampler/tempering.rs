@@ -363,7 +363,7 @@ mod tests {
     use crate::energy::{Gaussian, GaussianMixture};
     use crate::objective::contrastive::{Contrastive, ContrastiveConfig, Negatives};
     use crate::objective::Objective;
-    use crate::sampler::test_util::Shift;
+    use crate::sampler::test_util::contrastive_gradient;
     use crate::sampler::{Init, SamplerConfig};
     use tch::Device;
 
@@ -512,23 +512,11 @@ mod tests {
         // With exact negatives ∂L/∂θ = θ - mean(data) (see contrastive.rs); chains start in the model's own
         // distribution N(0.5, 1), which every replica's move and the swaps leave invariant at β = 1.
         tch::manual_seed(44);
-        let m = Shift { theta: Tensor::from_slice(&[0.5f32]).set_requires_grad(true) };
         let sampler: SamplerConfig = toml::from_str(
             "kind = \"tempering\"\nbetas = [1.0, 0.3]\nswap_every = 2\n[inner]\nkind = \"mala\"\nstep_size = 0.3\n",
         )
         .unwrap();
-        let cfg = ContrastiveConfig {
-            negatives: Negatives::Persistent { init: Init::Gaussian { mean: 0.5, std: 1.0 } },
-            k: 10,
-            sampler,
-            alpha: 0.0,
-        };
-        let mut obj = Contrastive::new(cfg, &m, Device::Cpu).unwrap();
-        let data = Tensor::randn([20000, 1], (Kind::Float, Device::Cpu)) + 2.0;
-        let out = obj.loss(&m, &Batch::new(data.shallow_clone())).unwrap();
-        let g = Tensor::run_backward(&[out.loss], &[&m.theta], false, false).remove(0);
-        let want = 0.5 - f64::try_from(data.mean(Kind::Double)).unwrap();
-        let got = f64::try_from(g).unwrap();
+        let (got, want, _) = contrastive_gradient(sampler, 10);
         eprintln!("tempering contrastive: grad {got}, want {want}");
         // sd of the negatives' mean over 20000 chains ≈ 0.007, MALA has no bias: 4 sd
         assert!((got - want).abs() < 0.03, "grad {got}, want {want}");
