@@ -4,6 +4,7 @@
 pub mod csv_points;
 pub mod images;
 pub mod shapes;
+pub mod table;
 pub mod toy2d;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::path::Path;
 use tch::Tensor;
 
 pub use csv_points::{parse_points_csv, read_points_csv, Outlier, Points2d, MIN_POINTS, OUTLIER_MADS};
+pub use table::{read_table, Table};
 pub use toy2d::{Modes, Toy2d};
 
 use crate::error::{invalid, Result};
