@@ -98,17 +98,11 @@ pub fn draw(m: &dyn EnergyModel, cfg: &SamplingSpec, info: &DataInfo, device: De
     let x = chain.x.detach().to_device(Device::Cpu);
     let finite = bool::try_from(x.isfinite().all()).unwrap_or(false);
     if !finite {
-        bail!(
-            "sampling with {} produced NaN or infinite samples; lower sampling.sampler's step size",
-            sampler.name()
-        );
+        bail!("sampling with {} produced NaN or infinite samples; lower sampling.sampler's step size", sampler.name());
     }
     let out = chain.into_output();
-    let chains = if trace.len() >= 4 {
-        Chains::from_tensor(&Tensor::stack(&trace, 0)).ok().map(|c| c.diagnose())
-    } else {
-        None
-    };
+    let chains =
+        if trace.len() >= 4 { Chains::from_tensor(&Tensor::stack(&trace, 0)).ok().map(|c| c.diagnose()) } else { None };
     let report = SampleReport {
         sampler: sampler.name().to_string(),
         n: cfg.n,
@@ -252,7 +246,8 @@ mod tests {
     fn mala_samples_a_gaussian_with_diagnostics() {
         tch::manual_seed(1);
         let g = Gaussian::isotropic(&[0.5, 1.0], 0.5, Device::Cpu).unwrap();
-        let cfg = SamplingSpec { steps: 400, n: 500, ..SamplingSpec::default() };
+        let sampler = SamplerConfig::Mala(ebm_core::sampler::MalaConfig { step_size: 0.1, record: false });
+        let cfg = SamplingSpec { steps: 400, n: 500, sampler, init: None };
         let d = draw(&g, &cfg, &info2(), Device::Cpu, true).unwrap();
         let mean = Vec::<f32>::try_from(d.x.mean_dim(0, false, Kind::Float)).unwrap();
         assert!((mean[0] - 0.5).abs() < 0.08 && (mean[1] - 1.0).abs() < 0.08, "{mean:?}");

@@ -1,0 +1,73 @@
+//! `ebm`: train, sample, evaluate, score, compose and sweep energy-based models from the command line.
+
+use clap::{Parser, Subcommand};
+use ebm_cli::commands::{compose, eval, sample, score};
+use ebm_cli::train;
+use experiments::common::Outcome;
+
+/// Energy-based models on libtorch: train on your own data, sample, evaluate, score, compose, sweep.
+#[derive(Debug, Parser)]
+#[command(name = "ebm", disable_version_flag = true, after_help = "Run `ebm <command> --help` for examples.")]
+struct Cli {
+    /// Print the version, the libtorch version and the device, then exit.
+    #[arg(short = 'V', long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a model from a config file into a new run folder (or continue one with --resume).
+    Train(train::TrainArgs),
+    /// Draw samples from a trained model.
+    Sample(sample::SampleArgs),
+    /// Evaluate a trained model on data (NLL/KL, AIS log Z, KSD, MMD, OOD AUROC).
+    Eval(eval::EvalArgs),
+    /// f(x) per row, and log-likelihood ratios f(x1) - f(x2).
+    Score(score::ScoreArgs),
+    /// Compose trained models with an expression and sample the composition.
+    Compose(compose::ComposeArgs),
+}
+
+fn version() -> String {
+    let device = if tch::Cuda::is_available() {
+        format!("cuda ({} device(s))", tch::Cuda::device_count())
+    } else {
+        "cpu (no CUDA device visible)".to_string()
+    };
+    format!("ebm {} (libtorch {}, device {device})", env!("CARGO_PKG_VERSION"), experiments::device::LIBTORCH_VERSION)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("{}", version());
+        return;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("ebm: give a command (train, sample, eval, score, compose); see `ebm --help`");
+        std::process::exit(2);
+    };
+    let result = match command {
+        Command::Train(a) => train::run(&a).map(|o| match o {
+            Outcome::Done(dir) => println!("{}", dir.display()),
+            Outcome::Interrupted { dir, step, .. } => {
+                eprintln!(
+                    "ebm: interrupted after update {step}; a checkpoint was written.\n     continue with: ebm train \
+                     --resume {}",
+                    dir.display()
+                );
+                std::process::exit(130);
+            }
+        }),
+        Command::Sample(a) => sample::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Score(a) => score::run(&a),
+        Command::Compose(a) => compose::run(&a),
+    };
+    if let Err(e) = result {
+        eprintln!("ebm: error: {e:#}");
+        std::process::exit(1);
+    }
+}
