@@ -79,11 +79,14 @@ pub struct EvalSettings {
     pub ais_steps: usize,
     /// At most this many points enter MMD and KSD.
     pub max_points: i64,
+    /// The model is noise-conditional: its `f` without σ is the σ → 0 limit of a denoiser, which has no
+    /// useful density, so `log Z`, likelihoods and KSD are skipped (MMD of its annealed samples stays).
+    pub noise_conditional: bool,
 }
 
 impl Default for EvalSettings {
     fn default() -> Self {
-        EvalSettings { grid_n: 200, ais_chains: 64, ais_steps: 500, max_points: 1000 }
+        EvalSettings { grid_n: 200, ais_chains: 64, ais_steps: 500, max_points: 1000, noise_conditional: false }
     }
 }
 
@@ -126,7 +129,9 @@ pub fn evaluate(
     push("n", n as f64, "points evaluated");
     let f = f_of(m, &data, device, "the data").map_err(|e| anyhow::anyhow!("{e}"))?;
     push("mean_f", f.iter().sum::<f64>() / f.len() as f64, "mean f(x) over the data (unnormalised)");
-    if let Some(bbox) = info.bbox_2d() {
+    if s.noise_conditional {
+        // no density metrics: see EvalSettings::noise_conditional
+    } else if let Some(bbox) = info.bbox_2d() {
         let mut bb = bbox;
         if let Ok(mm) = minmax(&data) {
             bb = [bb[0].min(mm[0]), bb[1].max(mm[1]), bb[2].min(mm[2]), bb[3].max(mm[3])];
@@ -168,7 +173,7 @@ pub fn evaluate(
         push("ais_ess", r.ess, "effective sample size of the AIS weights");
     }
     let sub = |t: &Tensor| t.narrow(0, 0, t.size()[0].min(s.max_points)).to_device(device);
-    if !info.is_image() {
+    if !info.is_image() && !s.noise_conditional {
         let k = ksd(m, &sub(&data), &KsdConfig::default()).map_err(|e| anyhow::anyhow!("KSD: {e}"))?;
         push("ksd", k.ksd(), "kernel Stein discrepancy of the data under the model (IMQ; 0 = fits)");
     }

@@ -282,7 +282,13 @@ fn train_in(spec: &TrainSpec, ctx: &RunContext, data: &Dataset, log_every: u64) 
     }
     let sample_file = dir.join(if info.is_image() { "samples.png" } else { "samples.csv" });
     sampling::write_samples(&drawn.x, info, &sample_file)?;
-    let settings = EvalSettings { grid_n: spec.eval.grid_n, ..EvalSettings::default() };
+    // AIS for images costs minutes: `ebm eval` runs it on demand
+    let settings = EvalSettings {
+        grid_n: spec.eval.grid_n,
+        ais_chains: if info.is_image() { 0 } else { 64 },
+        noise_conditional: spec.model.noise_conditional(),
+        ..EvalSettings::default()
+    };
     tch::manual_seed(ctx.seed_for("eval") as i64);
     let mut metrics = evaluate(&*model, info, &test, Some(&drawn.x), None, None, &settings, device)?;
     if let Some(l) = final_loss {

@@ -77,6 +77,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         grid_n: saved.spec.eval.grid_n.max(200),
         ais_chains: a.ais_chains,
         ais_steps: a.ais_steps,
+        noise_conditional: saved.spec.model.noise_conditional(),
         ..EvalSettings::default()
     };
     let metrics = evaluate(
