@@ -20,7 +20,9 @@ enum Cmd {
         ebm sweep --resume sweeps/obj --local -j 2     # continue an interrupted sweep")]
     Sweep(ebm_cli::sweep::SweepArgs),
     /// Tabulate a sweep: mean ± sd over seeds of every metric, per grid point.
-    #[command(after_help = "Example:\n  ebm report sweeps/obj     # writes report.md, report.csv and report.png there")]
+    #[command(
+        after_help = "Example:\n  ebm report sweeps/obj     # writes report.md, report.csv and report.png there"
+    )]
     Report(ebm_cli::report::ReportArgs),
 }
 

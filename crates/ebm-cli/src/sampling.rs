@@ -98,17 +98,11 @@ pub fn draw(m: &dyn EnergyModel, cfg: &SamplingSpec, info: &DataInfo, device: De
     let x = chain.x.detach().to_device(Device::Cpu);
     let finite = bool::try_from(x.isfinite().all()).unwrap_or(false);
     if !finite {
-        bail!(
-            "sampling with {} produced NaN or infinite samples; lower sampling.sampler's step size",
-            sampler.name()
-        );
+        bail!("sampling with {} produced NaN or infinite samples; lower sampling.sampler's step size", sampler.name());
     }
     let out = chain.into_output();
-    let chains = if trace.len() >= 4 {
-        Chains::from_tensor(&Tensor::stack(&trace, 0)).ok().map(|c| c.diagnose())
-    } else {
-        None
-    };
+    let chains =
+        if trace.len() >= 4 { Chains::from_tensor(&Tensor::stack(&trace, 0)).ok().map(|c| c.diagnose()) } else { None };
     let report = SampleReport {
         sampler: sampler.name().to_string(),
         n: cfg.n,

@@ -111,7 +111,7 @@ fn local_sweep_runs_every_point_and_seed_and_reports_them() {
 fn ctrl_c_checkpoints_the_local_runs_and_resume_finishes_them() {
     let t = tempfile::tempdir().unwrap();
     let cfg = config(t.path(), 3000, 25);
-    let mut child = Command::new(EBM)
+    let child = Command::new(EBM)
         .args(["sweep", cfg.to_str().unwrap(), "--seeds", "0,1", "--local", "-j", "2", "--out", "sw"])
         .current_dir(t.path())
         .stdout(std::process::Stdio::piped())
@@ -265,7 +265,8 @@ fn slurm_sweep_runs_an_array_and_the_collector_reports_it() {
     let (array, collector) = submitted(&out);
     let sweep = t.path().join("sw");
     let state = wait_for_state(&collector.to_string(), &["COMPLETED", "FAILED", "CANCELLED"], Duration::from_secs(240));
-    let logs: Vec<String> = std::fs::read_dir(sweep.join("logs")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let logs: Vec<String> =
+        std::fs::read_dir(sweep.join("logs")).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
     assert_eq!(state, "COMPLETED", "collector {collector} of array {array}; logs {logs:?}");
     for i in 0..8 {
         let log = sweep.join(format!("logs/{array}_{i}.out"));
@@ -292,7 +293,11 @@ fn a_killed_slurm_task_resumes_from_its_checkpoint_when_resubmitted() {
     let run = sweep.join("runs/p000-s0");
     let deadline = Instant::now() + Duration::from_secs(90);
     while newest_checkpoint(&run).is_none() {
-        assert!(Instant::now() < deadline, "task {array}_0 wrote no checkpoint in 90 s ({})", job_state(&format!("{array}_0")));
+        assert!(
+            Instant::now() < deadline,
+            "task {array}_0 wrote no checkpoint in 90 s ({})",
+            job_state(&format!("{array}_0"))
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let task = format!("{array}_0");

@@ -181,8 +181,10 @@ mod tests {
         assert_eq!(split_top_level("1e-3, 1e-4").unwrap(), ["1e-3", "1e-4"]);
         assert_eq!(split_top_level("[16,16],[32]").unwrap(), ["[16,16]", "[32]"]);
         assert_eq!(
-            split_top_level(r#"{kind="score_matching",method={variant="denoising",sigma=0.1}},{kind="contrastive",k=5}"#)
-                .unwrap(),
+            split_top_level(
+                r#"{kind="score_matching",method={variant="denoising",sigma=0.1}},{kind="contrastive",k=5}"#
+            )
+            .unwrap(),
             [r#"{kind="score_matching",method={variant="denoising",sigma=0.1}}"#, r#"{kind="contrastive",k=5}"#]
         );
         assert_eq!(split_top_level(r#""a,b",'c,d',"e\",f""#).unwrap(), [r#""a,b""#, "'c,d'", r#""e\",f""#]);

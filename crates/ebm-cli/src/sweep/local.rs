@@ -60,7 +60,7 @@ struct Running<'a> {
 /// A child that cannot be started, or runs that failed (after all others ended).
 pub fn run(dir: &Path, m: &Manifest, jobs: usize) -> Result<()> {
     let ebm = ebm_binary()?;
-    let stop = experiments::stop_on_signals()?;
+    let stop = experiments::common::stop_on_signals()?;
     let threads = threads_per_run(cores(), jobs);
     let total = m.runs.len();
     let mut pending: VecDeque<&RunEntry> =
@@ -136,7 +136,8 @@ fn spawn(ebm: &Path, dir: &Path, m: &Manifest, r: &RunEntry, threads: usize) -> 
     let run = run_dir(dir, r);
     if run.is_dir() && !run.join("config.toml").is_file() {
         // A folder that never got its config holds nothing to resume; `ebm train` would refuse it.
-        std::fs::remove_dir_all(&run).with_context(|| format!("cannot remove the empty run folder {}", run.display()))?;
+        std::fs::remove_dir_all(&run)
+            .with_context(|| format!("cannot remove the empty run folder {}", run.display()))?;
     }
     let log_path = dir.join("logs").join(format!("{}.log", r.name()));
     let log = std::fs::OpenOptions::new()
@@ -196,11 +197,7 @@ fn progress_line(
             format!("{head} finished in {secs:.1} s: {}", metrics.join(", "))
         }
         _ if status.code() == Some(130) => format!("{head} interrupted after {secs:.1} s, {}", state.describe()),
-        _ => format!(
-            "{head} FAILED ({status}) after {secs:.1} s, {}; log: logs/{}.log",
-            state.describe(),
-            r.name()
-        ),
+        _ => format!("{head} FAILED ({status}) after {secs:.1} s, {}; log: logs/{}.log", state.describe(), r.name()),
     }
 }
 

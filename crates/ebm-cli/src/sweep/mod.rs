@@ -49,25 +49,25 @@ pub struct SweepArgs {
     #[arg(long)]
     pub local: bool,
     /// Runs at a time with `--local` (default: the number of CPU cores).
-    #[arg(short = 'j', long = "jobs", requires = "local")]
+    #[arg(short = 'j', long = "jobs", conflicts_with = "slurm")]
     pub jobs: Option<usize>,
     /// Write a Slurm array job (one task per run) and a collector job that runs `ebm report`.
     #[arg(long)]
     pub slurm: bool,
     /// Slurm partition.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, conflicts_with = "local")]
     pub partition: Option<String>,
     /// Slurm time limit of each task, e.g. `02:00:00`.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, conflicts_with = "local")]
     pub time: Option<String>,
     /// CPUs per Slurm task (also the libtorch threads of each run).
-    #[arg(long, default_value_t = 1, requires = "slurm")]
+    #[arg(long, default_value_t = 1, conflicts_with = "local")]
     pub cpus: usize,
     /// GPUs per Slurm task.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, conflicts_with = "local")]
     pub gpus: Option<usize>,
     /// Submit the jobs with `sbatch` (without it the scripts are written and the commands printed).
-    #[arg(long, requires = "slurm")]
+    #[arg(long, conflicts_with = "local")]
     pub submit: bool,
     /// The sweep folder (default: `sweeps/<config name>-<UTC time>`).
     #[arg(long, value_name = "SWEEP_DIR")]
@@ -214,19 +214,6 @@ pub fn plan(config: &Path, grid_args: &[String], seeds: Option<&str>, set: &[Str
     let axes = grid::parse_axes(grid_args)?;
     let seeds = seeds.map(grid::parse_seeds).transpose()?;
     crate::spec::load_spec(config, set).map_err(|e| one_line(&e))?;
-    for axis in &axes {
-        for i in 0..axis.values.len() {
-            let mut o = set.to_vec();
-            o.push(axis.assignment(i));
-            if let Err(e) = crate::spec::load_spec(config, &o) {
-                if let Some(field) = unknown_field(&e) {
-                    if axis.key.split('.').any(|p| p == field) {
-                        bail!("--grid key '{}' does not exist in {} (unknown field `{field}`)", axis.key, config.display());
-                    }
-                }
-            }
-        }
-    }
     let points: Vec<Point> =
         grid::points(&axes).into_iter().enumerate().map(|(index, overrides)| Point { index, overrides }).collect();
     let mut runs = Vec::new();
@@ -241,18 +228,28 @@ pub fn plan(config: &Path, grid_args: &[String], seeds: Option<&str>, set: &[Str
             if let Some(s) = s {
                 overrides.push(format!("seed={s}"));
             }
-            let spec = crate::spec::load_spec(config, &overrides).map_err(|e| {
-                anyhow::anyhow!(
-                    "grid point {} ({}) is not a valid config for {}: {}",
-                    p.index,
-                    grid::point_label(&p.overrides),
-                    config.display(),
-                    one_line(&e)
-                )
-            })?;
+            let spec = match crate::spec::load_spec(config, &overrides) {
+                Ok(s) => s,
+                Err(e) => {
+                    missing_key(config, set, &p.overrides)?;
+                    bail!(
+                        "grid point {} ({}) is not a valid config for {}: {}",
+                        p.index,
+                        grid::point_label(&p.overrides),
+                        config.display(),
+                        one_line(&e)
+                    );
+                }
+            };
             let seed = s.unwrap_or(spec.seed);
             let index = runs.len();
-            runs.push(RunEntry { index, point: p.index, seed, overrides, dir: format!("runs/p{:03}-s{seed}", p.index) });
+            runs.push(RunEntry {
+                index,
+                point: p.index,
+                seed,
+                overrides,
+                dir: format!("runs/p{:03}-s{seed}", p.index),
+            });
         }
     }
     Ok(Manifest {
@@ -265,6 +262,22 @@ pub fn plan(config: &Path, grid_args: &[String], seeds: Option<&str>, set: &[Str
         points,
         runs,
     })
+}
+
+/// Fails with one line naming the grid key and the config file when one of a point's assignments, applied
+/// alone, sets a key the config does not have.
+fn missing_key(config: &Path, set: &[String], assignments: &[String]) -> Result<()> {
+    for a in assignments {
+        let mut o = set.to_vec();
+        o.push(a.clone());
+        if let Err(e) = crate::spec::load_spec(config, &o) {
+            let key = a.split_once('=').map_or(a.as_str(), |(k, _)| k);
+            if let Some(field) = unknown_field(&e).filter(|f| key.split('.').any(|p| p == f)) {
+                bail!("--grid key '{key}' does not exist in {} (unknown field `{field}`)", config.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The field named by a serde "unknown field `x`" error anywhere in `e`'s chain.
@@ -295,8 +308,7 @@ fn create(dir: &Path, m: &Manifest) -> Result<()> {
 
 /// Finds `name` on `PATH`.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// The `ebm` binary this process runs (absolute), for child processes and job scripts.
@@ -322,7 +334,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let resume_dir = args.resume.clone().flatten();
     let dir = match (&resume_dir, &args.out) {
-        (Some(r), Some(o)) if r != o => bail!("--resume {} and --out {} name different folders", r.display(), o.display()),
+        (Some(r), Some(o)) if r != o => {
+            bail!("--resume {} and --out {} name different folders", r.display(), o.display())
+        }
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => {
             let Some(config) = &args.config else { bail!("give the config file (or --resume SWEEP_DIR)") };
@@ -403,6 +417,7 @@ mod tests {
         assert!(parse(&["c.toml"]).is_err());
         assert!(parse(&["c.toml", "--local", "--slurm"]).is_err());
         assert!(parse(&["c.toml", "--local", "--submit"]).is_err());
+        assert!(parse(&["c.toml", "--slurm", "-j", "2"]).is_err());
         let a = parse(&["--resume", "d", "--local", "-j", "2"]).unwrap();
         assert_eq!(a.resume, Some(Some(PathBuf::from("d"))));
         assert_eq!(parse(&["c.toml", "--local", "--resume"]).unwrap().resume, Some(None));
@@ -412,9 +427,12 @@ mod tests {
     fn a_plan_has_one_run_per_point_and_seed() {
         let t = tempfile::tempdir().unwrap();
         let c = config(t.path());
-        let m = plan(&c, &["train.optim.lr=1e-3,1e-2".into(), "model.hidden=[8],[16,16]".into()], Some("0..3"), &[
-            "train.iters=5".into(),
-        ])
+        let m = plan(
+            &c,
+            &["train.optim.lr=1e-3,1e-2".into(), "model.hidden=[8],[16,16]".into()],
+            Some("0..3"),
+            &["train.iters=5".into()],
+        )
         .unwrap();
         assert_eq!(m.points.len(), 4);
         assert_eq!(m.runs.len(), 12);
@@ -439,6 +457,19 @@ mod tests {
         let msg = format!("{e:#}");
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.contains("'train.optim.lrr'") && msg.contains("c.toml") && msg.contains("does not exist"), "{msg}");
+        // Keys that exist only together with another axis's value are fine.
+        let m = plan(
+            &c,
+            &[
+                "objective.kind=score_matching".into(),
+                "objective.method.variant=exact".into(),
+                "train.iters=3,4".into(),
+            ],
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(m.runs.len(), 2);
         // A known key with a value of the wrong type names the point instead.
         let e = format!("{:#}", plan(&c, &["train.iters=\"many\"".into()], None, &[]).unwrap_err());
         assert!(e.contains("grid point 0") && e.contains("train.iters"), "{e}");

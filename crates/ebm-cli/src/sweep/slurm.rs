@@ -181,7 +181,12 @@ pub fn run(dir: &Path, m: &Manifest, o: &SlurmOptions, submit: bool) -> Result<(
     let todo: Vec<usize> =
         m.runs.iter().filter(|r| !RunState::of(&run_dir(dir, r)).finished()).map(|r| r.index).collect();
     if todo.is_empty() {
-        println!("all {} runs of {} are finished; `ebm report {}` tabulates them", m.runs.len(), dir.display(), dir.display());
+        println!(
+            "all {} runs of {} are finished; `ebm report {}` tabulates them",
+            m.runs.len(),
+            dir.display(),
+            dir.display()
+        );
         return Ok(());
     }
     let mut array_args = vec!["--parsable".to_string()];
@@ -204,18 +209,19 @@ pub fn run(dir: &Path, m: &Manifest, o: &SlurmOptions, submit: bool) -> Result<(
         return Ok(());
     }
     let job = sbatch(&array_args)?;
-    let report = sbatch(&[
-        "--parsable".into(),
-        format!("--dependency=afterok:{job}"),
-        collector.display().to_string(),
-    ])?;
+    let report =
+        sbatch(&["--parsable".into(), format!("--dependency=afterok:{job}"), collector.display().to_string()])?;
     let line = format!("array {job} tasks {} collector {report}\n", array_spec(&todo));
     let log = dir.join("logs").join("submissions.txt");
     let mut prev = std::fs::read_to_string(&log).unwrap_or_default();
     prev.push_str(&line);
     ebm_log::write_atomic(&log, prev.as_bytes())?;
     println!("submitted array job {job} ({} task(s)) and collector job {report} (afterok:{job})", todo.len());
-    println!("  watch: squeue -j {job},{report}    logs: {}/logs/    report: {}/report.md", dir.display(), dir.display());
+    println!(
+        "  watch: squeue -j {job},{report}    logs: {}/logs/    report: {}/report.md",
+        dir.display(),
+        dir.display()
+    );
     Ok(())
 }
 

@@ -125,8 +125,7 @@ fn read_npy_points(path: &Path) -> Result<Table> {
     if t.size()[0] == 0 {
         return Err(bad("the array has no rows".into()));
     }
-    if !t.is_floating_point() && !matches!(t.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8)
-    {
+    if !t.is_floating_point() && !matches!(t.kind(), Kind::Int64 | Kind::Int | Kind::Int16 | Kind::Int8 | Kind::Uint8) {
         return Err(bad(format!("holds {:?} values; expected numbers", t.kind())));
     }
     let t = t.to_kind(Kind::Float);
