@@ -45,3 +45,7 @@ tensorboard PORT="6006": setup
     @.venv/bin/python -c 'import tensorboard' 2>/dev/null || .venv/bin/pip install --disable-pip-version-check -q tensorboard
     mkdir -p experiments/runs
     .venv/bin/tensorboard --logdir experiments/runs --host 127.0.0.1 --port {{PORT}}
+
+# The `ebm` command line (train / sample / eval / score / compose / sweep / report), e.g. `just ebm train my.toml`.
+ebm *ARGS: setup
+    {{cargo}} run --release -q -p ebm-cli --bin ebm -- {{ARGS}}

@@ -246,7 +246,8 @@ mod tests {
     fn mala_samples_a_gaussian_with_diagnostics() {
         tch::manual_seed(1);
         let g = Gaussian::isotropic(&[0.5, 1.0], 0.5, Device::Cpu).unwrap();
-        let cfg = SamplingSpec { steps: 400, n: 500, ..SamplingSpec::default() };
+        let sampler = SamplerConfig::Mala(ebm_core::sampler::MalaConfig { step_size: 0.1, record: false });
+        let cfg = SamplingSpec { steps: 400, n: 500, sampler, init: None };
         let d = draw(&g, &cfg, &info2(), Device::Cpu, true).unwrap();
         let mean = Vec::<f32>::try_from(d.x.mean_dim(0, false, Kind::Float)).unwrap();
         assert!((mean[0] - 0.5).abs() < 0.08 && (mean[1] - 1.0).abs() < 0.08, "{mean:?}");
