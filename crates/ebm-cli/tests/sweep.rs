@@ -184,9 +184,11 @@ fn errors_are_one_clear_line() {
 
 /// `Ok` when a Slurm cluster answers; `Err(why)` otherwise.
 fn slurm_ready() -> Result<(), String> {
-    let Some(_) = std::env::var_os("SLURM_CONF") else {
-        return Err("SLURM_CONF is not set (scripts/slurm-local.sh start prints it)".into());
-    };
+    if std::env::var_os("SLURM_CONF").is_none() && !Path::new("/etc/slurm/slurm.conf").is_file() {
+        return Err("SLURM_CONF is not set and there is no /etc/slurm/slurm.conf (scripts/slurm-local.sh start \
+                    brings up a cluster and prints the SLURM_CONF to export)"
+            .into());
+    }
     let ping = Command::new("scontrol").arg("ping").output().map_err(|e| format!("scontrol: {e}"))?;
     let s = String::from_utf8_lossy(&ping.stdout);
     if !s.contains("UP") {
