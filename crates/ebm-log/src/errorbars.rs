@@ -137,7 +137,7 @@ mod tests {
     fn nothing_to_draw_is_an_error_and_missing_values_are_skipped() {
         let opts = ErrorBarOptions { title: "empty", ..Default::default() };
         let none = Bar { label: "a".into(), value: None };
-        assert!(error_bar_image(&[none.clone()], &opts).is_err());
+        assert!(error_bar_image(std::slice::from_ref(&none), &opts).is_err());
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("e.png");
         let one = Bar { label: "b".into(), value: Some((1.0, f64::NAN)) };
