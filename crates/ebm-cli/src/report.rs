@@ -61,6 +61,8 @@ impl Stats {
 /// One row of the report: a grid point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The point's index in the sweep.
+    pub index: usize,
     /// The point's value of each grid axis, as written.
     pub values: Vec<String>,
     /// Finished runs of the point.
@@ -84,6 +86,15 @@ pub struct Report {
     pub unfinished: Vec<(String, String, String)>,
     /// Number of runs.
     pub runs: usize,
+    /// Metrics with the same value in every finished run (e.g. a count of test points), left out of the
+    /// table: (name, value).
+    pub constant: Vec<(String, f64)>,
+}
+
+/// Sorts metric names: [`PREFERRED`] first, the others alphabetically; drops repeats.
+pub fn order_metrics(names: &mut Vec<String>) {
+    names.sort_by_key(|k| (PREFERRED.iter().position(|p| p == k).unwrap_or(PREFERRED.len()), k.clone()));
+    names.dedup();
 }
 
 /// `x` with 4 significant digits; scientific outside `[1e-3, 1e5)`.
@@ -136,12 +147,25 @@ pub fn collect(dir: &Path) -> Result<Report> {
         }
     }
     let mut metrics: Vec<String> = values.iter().flat_map(|v| v.keys().cloned()).collect();
-    metrics.sort_by_key(|k| (PREFERRED.iter().position(|p| p == k).unwrap_or(PREFERRED.len()), k.clone()));
-    metrics.dedup();
+    order_metrics(&mut metrics);
+    let mut constant = Vec::new();
+    if finished.iter().sum::<usize>() > 1 {
+        metrics.retain(|k| {
+            let mut all = values.iter().filter_map(|v| v.get(k)).flatten();
+            let first = *all.next().expect("a listed metric has a value");
+            let same =
+                all.all(|x| *x == first) && values.iter().zip(&finished).all(|(v, &f)| f == 0 || v.contains_key(k));
+            if same {
+                constant.push((k.clone(), first));
+            }
+            !same
+        });
+    }
     let rows = m
         .points
         .iter()
         .map(|p| Row {
+            index: p.index,
             values: if m.grid.is_empty() {
                 vec![p.index.to_string()]
             } else {
@@ -152,7 +176,7 @@ pub fn collect(dir: &Path) -> Result<Report> {
             stats: values[p.index].iter().filter_map(|(k, xs)| Some((k.clone(), Stats::of(xs)?))).collect(),
         })
         .collect();
-    Ok(Report { keys, metrics, rows, unfinished, runs: m.runs.len() })
+    Ok(Report { keys, metrics, rows, unfinished, runs: m.runs.len(), constant })
 }
 
 fn md_cell(s: &str) -> String {
@@ -161,15 +185,21 @@ fn md_cell(s: &str) -> String {
 
 /// The markdown table (one row per point) followed by the list of unfinished runs.
 pub fn markdown(r: &Report) -> String {
-    let mut head: Vec<String> = r.keys.iter().map(|k| md_cell(k)).collect();
+    let mut head: Vec<String> = vec!["#".into()];
+    head.extend(r.keys.iter().map(|k| md_cell(k)));
     head.push("finished".into());
-    head.extend(r.metrics.iter().map(|m| format!("{} (mean ± sd)", md_cell(m))));
+    head.extend(r.metrics.iter().map(|m| md_cell(m)));
     let mut s = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
     for row in &r.rows {
-        let mut cells: Vec<String> = row.values.iter().map(|v| format!("`{}`", md_cell(v))).collect();
+        let mut cells: Vec<String> = vec![row.index.to_string()];
+        cells.extend(row.values.iter().map(|v| format!("`{}`", md_cell(v))));
         cells.push(format!("{}/{}", row.finished, row.total));
         cells.extend(r.metrics.iter().map(|m| row.stats.get(m).map_or("–".into(), Stats::display)));
         let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+    if !r.constant.is_empty() {
+        let c: Vec<String> = r.constant.iter().map(|(k, v)| format!("{k} = {}", fmt_num(*v))).collect();
+        let _ = writeln!(s, "\nThe same in every run: {}.", c.join(", "));
     }
     if !r.unfinished.is_empty() {
         let _ = writeln!(s, "\nUnfinished runs ({} of {}):", r.unfinished.len(), r.runs);
@@ -191,7 +221,8 @@ fn csv_field(s: &str) -> String {
 /// The CSV table: the grid keys, `finished`, `total`, then `<metric>_mean` and `<metric>_sd` per metric
 /// (empty where there is no value, and `sd` for a single seed).
 pub fn csv(r: &Report) -> String {
-    let mut head: Vec<String> = r.keys.iter().map(|k| csv_field(k)).collect();
+    let mut head: Vec<String> = vec!["point".into()];
+    head.extend(r.keys.iter().map(|k| csv_field(k)));
     head.extend(["finished".into(), "total".into()]);
     for m in &r.metrics {
         head.push(csv_field(&format!("{m}_mean")));
@@ -199,7 +230,8 @@ pub fn csv(r: &Report) -> String {
     }
     let mut s = head.join(",") + "\n";
     for row in &r.rows {
-        let mut cells: Vec<String> = row.values.iter().map(|v| csv_field(v)).collect();
+        let mut cells: Vec<String> = vec![row.index.to_string()];
+        cells.extend(row.values.iter().map(|v| csv_field(v)));
         cells.extend([row.finished.to_string(), row.total.to_string()]);
         for m in &r.metrics {
             let num = |x: f64| if x.is_finite() { format!("{x}") } else { String::new() };
@@ -221,13 +253,20 @@ pub fn csv(r: &Report) -> String {
 /// A drawing or writing failure.
 pub fn figure(r: &Report, path: &Path, title: &str) -> Result<bool> {
     use ebm_log::errorbars::{error_bar_image, Bar, ErrorBarOptions};
-    let x_label = r.keys.join(", ");
+    // Values as tick labels when they fit under their point, else the point numbers of the table.
+    let labels: Vec<String> = r.rows.iter().map(|row| row.values.join(", ")).collect();
+    let fits = labels.iter().all(|l| l.chars().count() * r.rows.len() <= 60);
+    let x_label = if fits { r.keys.join(", ") } else { "grid point (# in report.md)".into() };
     let mut panels = Vec::new();
     for (i, m) in r.metrics.iter().take(PLOTTED).enumerate() {
         let bars: Vec<Bar> = r
             .rows
             .iter()
-            .map(|row| Bar { label: row.values.join(", "), value: row.stats.get(m).map(|s| (s.mean, s.sd)) })
+            .zip(&labels)
+            .map(|(row, l)| Bar {
+                label: if fits { l.clone() } else { row.index.to_string() },
+                value: row.stats.get(m).map(|s| (s.mean, s.sd)),
+            })
             .collect();
         let opts = ErrorBarOptions { title: m, x_label: &x_label, y_label: m, color: i };
         panels.push(Some(error_bar_image(&bars, &opts)?));
@@ -269,6 +308,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     ebm_log::write_atomic(&dir.join("report.csv"), csv(&r).as_bytes()).context("cannot write report.csv")?;
     let png = dir.join("report.png");
     let drew = figure(&r, &png, &format!("{name}: mean ± sd over seeds"))?;
+    println!("mean ± sd over the finished seeds of each grid point:\n");
     print!("{table}");
     println!(
         "\n{done} of {} runs finished; wrote {}/report.md, report.csv{}",
@@ -299,7 +339,8 @@ mod tests {
             let kl = (r.point * 10 + r.seed as usize) as f64; // point 0: 0, 1, 2; point 1: 10, 11
             let s = format!(
                 r#"{{"status": "finished", "steps": 10, "seconds": 1.5,
-                    "metrics": {{"kl": {kl}, "test_nll": 2.5, "zeta": 1, "note": "text", "bad": null}}}}"#
+                    "metrics": {{"kl": {kl}, "test_nll": 2.5, "zeta": {}, "note": "text", "bad": null}}}}"#,
+                r.seed
             );
             std::fs::write(d.join("summary.json"), s).unwrap();
         }
@@ -324,7 +365,8 @@ mod tests {
         let t = fake_sweep();
         let r = collect(t.path()).unwrap();
         assert_eq!(r.keys, ["model.hidden"]);
-        assert_eq!(r.metrics, ["test_nll", "kl", "zeta"]);
+        assert_eq!(r.metrics, ["kl", "zeta"]);
+        assert_eq!(r.constant, [("test_nll".to_string(), 2.5)]);
         assert_eq!(r.rows.len(), 2);
         assert_eq!(r.rows[1].values, ["[16,16]"]);
         assert_eq!((r.rows[0].finished, r.rows[0].total), (3, 3));
@@ -343,18 +385,16 @@ mod tests {
         let t = fake_sweep();
         run(ReportArgs { sweep_dir: t.path().to_path_buf() }).unwrap();
         let md = std::fs::read_to_string(t.path().join("report.md")).unwrap();
-        assert!(
-            md.contains("| model.hidden | finished | test_nll (mean ± sd) | kl (mean ± sd) | zeta (mean ± sd) |"),
-            "{md}"
-        );
-        assert!(md.contains("| `[8]` | 3/3 | 2.5 ± 0 | 1 ± 1 | 1 ± 0 |"), "{md}");
-        assert!(md.contains("| `[16,16]` | 2/3 | 2.5 ± 0 | 10.5 ± 0.7071 |"), "{md}");
+        assert!(md.contains("| # | model.hidden | finished | kl | zeta |"), "{md}");
+        assert!(md.contains("| 0 | `[8]` | 3/3 | 1 ± 1 | 1 ± 1 |"), "{md}");
+        assert!(md.contains("| 1 | `[16,16]` | 2/3 | 10.5 ± 0.7071 | 0.5 ± 0.7071 |"), "{md}");
+        assert!(md.contains("The same in every run: test_nll = 2.5."), "{md}");
         assert!(md.contains("- p001-s2 (model.hidden=[16,16], seed 2): unfinished"), "{md}");
         let csv = std::fs::read_to_string(t.path().join("report.csv")).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "model.hidden,finished,total,test_nll_mean,test_nll_sd,kl_mean,kl_sd,zeta_mean,zeta_sd");
-        assert_eq!(lines[1], "[8],3,3,2.5,0,1,1,1,0");
-        assert!(lines[2].starts_with("\"[16,16]\",2,3,"), "{}", lines[2]);
+        assert_eq!(lines[0], "point,model.hidden,finished,total,kl_mean,kl_sd,zeta_mean,zeta_sd");
+        assert_eq!(lines[1], "0,[8],3,3,1,1,1,1");
+        assert!(lines[2].starts_with("1,\"[16,16]\",2,3,10.5,"), "{}", lines[2]);
         let png = image::open(t.path().join("report.png"));
         assert!(png.is_ok_and(|i| i.width() > 1000), "report.png should hold two panels side by side");
     }
@@ -369,6 +409,6 @@ mod tests {
         assert!(r.metrics.is_empty());
         assert_eq!(r.unfinished.len(), 6);
         assert!(!figure(&r, &t.path().join("x.png"), "t").unwrap());
-        assert!(markdown(&r).contains("| `[8]` | 0/3 |"));
+        assert!(markdown(&r).contains("| 0 | `[8]` | 0/3 |"));
     }
 }

@@ -38,7 +38,7 @@ fn text(o: &Output) -> String {
 /// The rows of the markdown table in `report.md` (header and rule excluded).
 fn report_rows(sweep: &Path) -> Vec<String> {
     let md = std::fs::read_to_string(sweep.join("report.md")).unwrap();
-    md.lines().filter(|l| l.starts_with("| `")).map(str::to_string).collect()
+    md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| # ")).map(str::to_string).collect()
 }
 
 fn summary(run: &Path) -> serde_json::Value {

@@ -184,16 +184,17 @@ fn progress_line(
     let secs = took.as_secs_f64();
     match state {
         RunState::Finished(s) => {
-            let metrics: Vec<String> = s
-                .get("metrics")
-                .and_then(|v| v.as_object())
-                .map(|o| {
-                    o.iter()
-                        .filter_map(|(k, v)| v.as_f64().map(|x| format!("{k} {}", crate::report::fmt_num(x))))
-                        .take(4)
-                        .collect()
+            let values = s.get("metrics").and_then(|v| v.as_object());
+            let mut names: Vec<String> = values.into_iter().flatten().map(|(k, _)| k.clone()).collect();
+            crate::report::order_metrics(&mut names);
+            let metrics: Vec<String> = names
+                .iter()
+                .filter_map(|k| {
+                    let x = values?.get(k)?.as_f64()?;
+                    Some(format!("{k} {}", crate::report::fmt_num(x)))
                 })
-                .unwrap_or_default();
+                .take(4)
+                .collect();
             format!("{head} finished in {secs:.1} s: {}", metrics.join(", "))
         }
         _ if status.code() == Some(130) => format!("{head} interrupted after {secs:.1} s, {}", state.describe()),
