@@ -338,6 +338,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             bail!("--resume {} and --out {} name different folders", r.display(), o.display())
         }
         (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) if args.resume.is_some() => bail!("--resume needs the sweep folder: --resume SWEEP_DIR"),
         (None, None) => {
             let Some(config) = &args.config else { bail!("give the config file (or --resume SWEEP_DIR)") };
             let stem = config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sweep".into());
