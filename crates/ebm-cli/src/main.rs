@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use ebm_cli::commands::{compose, eval, sample, score};
-use ebm_cli::train;
+use ebm_cli::{report, sweep, train};
 use experiments::common::Outcome;
 
 /// Energy-based models on libtorch: train on your own data, sample, evaluate, score, compose, sweep.
@@ -28,6 +28,19 @@ enum Command {
     Score(score::ScoreArgs),
     /// Compose trained models with an expression and sample the composition.
     Compose(compose::ComposeArgs),
+    /// Train one run per grid point and seed, on this machine or as a Slurm array job.
+    #[command(after_help = "Examples:\n  \
+        ebm sweep my.toml --grid train.optim.lr=1e-3,1e-4 --grid model.hidden=[64],[128,128] --seeds 0..5 \\\n      \
+        --local -j 4\n  \
+        ebm sweep my.toml --grid 'objective={kind=\"contrastive\",k=5},{kind=\"score_matching\"}' --seeds 0..3 \\\n      \
+        --slurm --partition gpu --time 02:00:00 --cpus 4 --submit --out sweeps/obj\n  \
+        ebm sweep --resume sweeps/obj --local -j 2     # continue an interrupted sweep")]
+    Sweep(sweep::SweepArgs),
+    /// Tabulate a sweep: mean ± sd over seeds of every metric, per grid point.
+    #[command(
+        after_help = "Example:\n  ebm report sweeps/obj     # writes report.md, report.csv and report.png there"
+    )]
+    Report(report::ReportArgs),
 }
 
 fn version() -> String {
@@ -46,7 +59,7 @@ fn main() {
         return;
     }
     let Some(command) = cli.command else {
-        eprintln!("ebm: give a command (train, sample, eval, score, compose); see `ebm --help`");
+        eprintln!("ebm: give a command (train, sample, eval, score, compose, sweep, report); see `ebm --help`");
         std::process::exit(2);
     };
     let result = match command {
@@ -65,6 +78,8 @@ fn main() {
         Command::Eval(a) => eval::run(&a),
         Command::Score(a) => score::run(&a),
         Command::Compose(a) => compose::run(&a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
     };
     if let Err(e) = result {
         eprintln!("ebm: error: {e:#}");

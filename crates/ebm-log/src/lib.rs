@@ -32,6 +32,7 @@
 
 pub mod colormap;
 mod error;
+pub mod errorbars;
 mod fsutil;
 mod histogram;
 pub mod plot;

@@ -40,8 +40,8 @@ pub fn ensure_fonts() -> Result<()> {
     .map_err(LogError::invalid)
 }
 
-type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// A distinct colour for series `i` (ten colours, then repeating).
 pub fn series_color(i: usize) -> RGBColor {
@@ -66,7 +66,7 @@ fn plot_err(path: &Path, msg: impl std::fmt::Display) -> LogError {
 }
 
 /// Renders a `w`×`h` white canvas with `draw` and returns the image.
-fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(&Area) -> DrawResult) -> Result<RgbImage> {
+pub(crate) fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(&Area) -> DrawResult) -> Result<RgbImage> {
     ensure_fonts()?;
     let mut buf = vec![255u8; w as usize * h as usize * 3];
     {
@@ -114,7 +114,7 @@ fn sig3(v: f64) -> String {
     }
 }
 
-fn tick(v: &f64) -> String {
+pub(crate) fn tick(v: &f64) -> String {
     tick_label(*v)
 }
 
