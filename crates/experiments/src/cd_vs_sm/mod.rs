@@ -8,7 +8,7 @@ use ebm_core::data::Source2d;
 use ebm_core::energy::{EnergyModel, Mlp};
 use ebm_core::eval::{
     evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
-    GridSpec,
+    GridSpec, DEFAULT_MARGIN,
 };
 use ebm_core::objective::Objective;
 use ebm_core::sampler::{Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
@@ -77,7 +77,10 @@ fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext, data: &Datasets) -> Result<(Path
     let run_dir = &ctx.run_dir;
     let multi = indicatif::MultiProgress::new();
     let mut rows = Vec::new();
-    let mut panels: Vec<Vec<Option<PathBuf>>> = vec![vec![None; cfg.datasets.len()]; cfg.methods.len()];
+    let mut panels: Vec<Vec<Option<PathBuf>>> = vec![vec![None; cfg.datasets.len()]; cfg.methods.len() + 1];
+    for (di, source) in data.sources.iter().enumerate() {
+        panels[0][di] = truth_panel(source, &run_dir.path().join(&data.folders[di]), cfg.eval.grid_n, DEFAULT_MARGIN)?;
+    }
     for (di, source) in data.sources.iter().enumerate() {
         let train = source.sample(cfg.n_train, cfg.seed).to_device(ctx.device);
         let test = source.sample(cfg.n_test, cfg.seed.wrapping_add(1_000_003)).to_device(ctx.device);
@@ -85,12 +88,13 @@ fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext, data: &Datasets) -> Result<(Path
             let (label, folder) = (&data.labels[di], &data.folders[di]);
             let job = Job { cfg, ctx, source, label, folder, method: *method, train: &train, test: &test };
             let out = run_one(&job, &multi)?;
-            panels[mi][di] = Some(out.heatmap);
+            panels[mi + 1][di] = Some(out.heatmap);
             rows.push(out.row);
         }
     }
     write_results(cfg, run_dir, &rows)?;
-    let row_titles: Vec<String> = cfg.methods.iter().map(|m| m.label(cfg)).collect();
+    let row_titles: Vec<String> =
+        std::iter::once("true density".to_string()).chain(cfg.methods.iter().map(|m| m.label(cfg))).collect();
     let row_refs: Vec<&str> = row_titles.iter().map(String::as_str).collect();
     let col_refs: Vec<&str> = data.labels.iter().map(String::as_str).collect();
     plot::compose_grid(
@@ -98,7 +102,7 @@ fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext, data: &Datasets) -> Result<(Path
         &panels,
         &row_refs,
         &col_refs,
-        Some("model density (heat map) with MALA samples (dots), same MLP and budget"),
+        Some("log-density (heat map, one scale per data set, 12 nats deep) with MALA samples (dots); same MLP and budget"),
     )?;
     Ok((run_dir.path().to_path_buf(), rows))
 }
@@ -227,9 +231,10 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
 
     let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
     let title = format!("{} on {ds}", method.label(cfg));
-    let heat_opts = HeatmapOptions { title: &title, points: Some(&sample_pts), range: None, colorbar_label: "p_θ(x)" };
+    let range = Some(log_density_range(&gz, source)?);
+    let heat_opts = HeatmapOptions { title: &title, points: Some(&sample_pts), range, colorbar_label: "log p_θ(x)" };
     let heatmap = sub.join("density.png");
-    let img = plot::heatmap(&heatmap, &gz.density(), gz.grid.nx(), gz.grid.ny(), &ax, &heat_opts)?;
+    let img = plot::heatmap(&heatmap, &gz.log_density(), gz.grid.nx(), gz.grid.ny(), &ax, &heat_opts)?;
     sink.image("final/density_with_samples", outcome.steps as u64, &img)?;
     plot::scatter_samples(&sub.join("samples.png"), &data_pts, &sample_pts, &ax, &title)?;
 
@@ -276,6 +281,47 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     hp.flush()?;
     ebm_log::write_atomic(&result_path, &serde_json::to_vec_pretty(&row)?)?;
     Ok(RunOutput { row, heatmap })
+}
+
+/// How deep below the top of the colour scale the log-density heat maps go (nats): every region with at least
+/// `e^-12` of the peak density shows, so a mode a model kept at a thousandth of the weight is still visible.
+const LOG_DENSITY_DEPTH: f64 = 12.0;
+
+/// One colour scale for every method's log-density on a data set: from the true density's peak (when known,
+/// else the model's own) down [`LOG_DENSITY_DEPTH`] nats.
+fn log_density_range(gz: &GridLogZ, source: &Source2d) -> Result<(f64, f64)> {
+    let top = match true_log_density(gz, source)? {
+        Some(t) => t.iter().copied().filter(|v| v.is_finite()).fold(f32::MIN, f32::max),
+        None => gz.log_density().iter().copied().filter(|v| v.is_finite()).fold(f32::MIN, f32::max),
+    };
+    Ok((f64::from(top) - LOG_DENSITY_DEPTH, f64::from(top)))
+}
+
+/// The source's exact log-density at the grid's cell centres, where it has one.
+fn true_log_density(gz: &GridLogZ, source: &Source2d) -> Result<Option<Vec<f32>>> {
+    let pts = gz.grid.points(Kind::Float, Device::Cpu)?;
+    Ok(source.log_density(&pts)?.map(|t| Vec::<f32>::try_from(t.to_kind(Kind::Float))).transpose()?)
+}
+
+/// `<folder>/truth.png`: the true log-density of a data set on the scale of its models' panels (`None` where
+/// the density has no closed form).
+fn truth_panel(source: &Source2d, dir: &Path, grid_n: usize, margin: f64) -> Result<Option<PathBuf>> {
+    let grid = GridSpec::with_margin(source.bbox(), margin, grid_n.min(400))?;
+    let pts = grid.points(Kind::Float, Device::Cpu)?;
+    let Some(lp) = source.log_density(&pts)? else { return Ok(None) };
+    let lp = Vec::<f32>::try_from(lp.to_kind(Kind::Float))?;
+    let top = f64::from(lp.iter().copied().filter(|v| v.is_finite()).fold(f32::MIN, f32::max));
+    let title = format!("true log p(x): {}", source.name());
+    let opts = HeatmapOptions {
+        title: &title,
+        points: None,
+        range: Some((top - LOG_DENSITY_DEPTH, top)),
+        colorbar_label: "log p(x)",
+    };
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("truth.png");
+    plot::heatmap(&path, &lp, grid.nx(), grid.ny(), &axes(source.bbox(), margin)?, &opts)?;
+    Ok(Some(path))
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {
