@@ -40,11 +40,12 @@ bench *ARGS: setup
     {{cargo}} build --release -p experiments --bin bench
     .venv/bin/python bench/run.py {{ARGS}}
 
-# Serve experiments/runs in TensorBoard on localhost (installs tensorboard into .venv on first use).
-tensorboard PORT="6006": setup
+# Serve a folder of runs in TensorBoard on localhost (installs tensorboard into .venv on first use), e.g.
+# `just tensorboard` (experiments/runs) or `just tensorboard 6006 runs` (what `ebm train` writes).
+tensorboard PORT="6006" DIR="experiments/runs": setup
     @.venv/bin/python -c 'import tensorboard' 2>/dev/null || .venv/bin/pip install --disable-pip-version-check -q tensorboard
-    mkdir -p experiments/runs
-    .venv/bin/tensorboard --logdir experiments/runs --host 127.0.0.1 --port {{PORT}}
+    mkdir -p {{DIR}}
+    .venv/bin/tensorboard --logdir {{DIR}} --host 127.0.0.1 --port {{PORT}}
 
 # The `ebm` command line (train / sample / eval / score / compose / sweep / report), e.g. `just ebm train my.toml`.
 ebm *ARGS: setup
