@@ -102,7 +102,9 @@ pub fn run(args: &TrainArgs) -> Result<Outcome<PathBuf>> {
         }
         None => {
             let cfg = args.config.as_deref().context("give a config file (or --resume RUN)")?;
-            (load_spec(cfg, &args.overrides())?, None)
+            let mut spec = load_spec(cfg, &args.overrides())?;
+            spec.data.source = absolute_source(&spec.data.source);
+            (spec, None)
         }
     };
     experiments::common::cli::check_run_settings(spec.threads, args.run_name.as_deref())?;
@@ -131,6 +133,19 @@ pub fn run(args: &TrainArgs) -> Result<Outcome<PathBuf>> {
     }
     let r = train_in(&spec, &ctx, &data, args.log_every);
     Outcome::from_result(r.map(|()| dir.clone()), &dir)
+}
+
+/// A data file or `folder:` path made absolute, so that `--resume` and the commands that reopen the run work
+/// from any folder; names of built-in data and paths that do not exist (an error later) are kept.
+fn absolute_source(src: &str) -> String {
+    let (prefix, path) = match src.strip_prefix("folder:") {
+        Some(p) => ("folder:", p),
+        None => ("", src),
+    };
+    match Path::new(path).canonicalize() {
+        Ok(abs) if !path.is_empty() && (prefix == "folder:" || abs.is_file()) => format!("{prefix}{}", abs.display()),
+        _ => src.to_string(),
+    }
 }
 
 /// `--out DIR` as (root, last folder name), the two parts a run folder `DIR/NAME` is made from.
@@ -317,6 +332,17 @@ mod tests {
         assert_eq!(split_out(Path::new("runs")).unwrap(), (PathBuf::from(""), "runs".to_string()));
         assert_eq!(split_out(Path::new("/a/b/c")).unwrap(), (PathBuf::from("/a/b"), "c".to_string()));
         assert!(split_out(Path::new("/")).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.csv"), "1,2\n").unwrap();
+        let here = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let (file, folder) = (absolute_source("p.csv"), absolute_source("folder:."));
+        std::env::set_current_dir(here).unwrap();
+        let abs = dir.path().canonicalize().unwrap();
+        assert_eq!(file, abs.join("p.csv").display().to_string());
+        assert_eq!(folder, format!("folder:{}", abs.display()));
+        assert_eq!(absolute_source("8gaussians"), "8gaussians");
+        assert_eq!(absolute_source("missing.csv"), "missing.csv");
         assert_eq!([0, 10, 4].into_iter().fold(0, gcd), 2);
         assert_eq!([0, 0, 0].into_iter().fold(0, gcd), 0);
     }
