@@ -423,8 +423,8 @@ impl ProgressSink {
         ProgressSink { bar, latest: Vec::new(), print_every: None, last_printed: None }
     }
 
-    /// Also prints `step N: <message>` to stdout every `n` steps when the bar is hidden (output
-    /// is not a terminal). `n = 0` turns it off.
+    /// Also prints `step N: <message>` (after the bar's prefix, when it has one) to stdout every `n` steps
+    /// when the bar is hidden (output is not a terminal). `n = 0` turns it off.
     pub fn with_print_every(mut self, n: u64) -> Self {
         self.print_every = (n > 0).then_some(n);
         self
@@ -457,7 +457,10 @@ impl MetricsSink for ProgressSink {
         if let Some(n) = self.print_every {
             if self.bar.is_hidden() && step.checked_rem(n) == Some(0) && self.last_printed != Some(step) {
                 self.last_printed = Some(step);
-                println!("step {step}: {msg}");
+                match self.bar.prefix().trim() {
+                    "" => println!("step {step}: {msg}"),
+                    prefix => println!("{prefix}: step {step}: {msg}"),
+                }
             }
         }
         self.bar.set_message(msg);

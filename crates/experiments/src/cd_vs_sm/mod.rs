@@ -152,7 +152,10 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     );
     bar.set_prefix(format!("{ds} / {}", method.label(cfg)));
     bar.set_position(resumed_at.unwrap_or(0) as u64);
-    let mut sink = part.sinks(ProgressSink::with_bar(bar.clone()), resumed_at)?;
+    // when the output is not a terminal the bar is hidden: a plain line about five times per model instead
+    let log_every = cfg.train.log_every.max(1);
+    let print_every = log_every * (cfg.train.iters / (5 * log_every)).max(1);
+    let mut sink = part.sinks(ProgressSink::with_bar(bar.clone()).with_print_every(print_every as u64), resumed_at)?;
     if resumed_at.is_none() {
         sink.text("config", 0, &format!("```toml\n{}\n```", crate::common::config::to_toml(cfg)?))?;
     }
