@@ -457,10 +457,12 @@ impl MetricsSink for ProgressSink {
         if let Some(n) = self.print_every {
             if self.bar.is_hidden() && step.checked_rem(n) == Some(0) && self.last_printed != Some(step) {
                 self.last_printed = Some(step);
-                match self.bar.prefix().trim() {
-                    "" => println!("step {step}: {msg}"),
-                    prefix => println!("{prefix}: step {step}: {msg}"),
-                }
+                let line = match self.bar.prefix().trim() {
+                    "" => format!("step {step}: {msg}\n"),
+                    prefix => format!("{prefix}: step {step}: {msg}\n"),
+                };
+                // a closed stdout (the reader of a pipe went away) must not stop training: no `println!`
+                let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), line.as_bytes());
             }
         }
         self.bar.set_message(msg);
