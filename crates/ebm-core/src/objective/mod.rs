@@ -8,12 +8,15 @@
 //! - [`nce`]: noise-contrastive estimation against a Gaussian fitted to the data, learning `c = −log Z`.
 //! - [`drl`]: diffusion recovery likelihood for noise-conditional models (short Langevin chains on the
 //!   conditional of a less noisy level given a noisier one).
+//! - [`jem`]: JEM, a conditional model's per-label `f` read as a classifier's logits: cross-entropy plus the
+//!   contrastive term on the label marginal.
 //!
 //! Conditional models train through the same objectives: the batch carries the labels.
 
 pub mod contrastive;
 pub mod drl;
 pub mod energy_discrepancy;
+pub mod jem;
 pub mod nce;
 pub mod noise_dsm;
 pub mod score_matching;
@@ -21,6 +24,7 @@ pub mod score_matching;
 pub use contrastive::{Contrastive, ContrastiveConfig, Negatives};
 pub use drl::{Drl, DrlConfig, RecoveryPairs};
 pub use energy_discrepancy::{EdTerms, EnergyDiscrepancy, EnergyDiscrepancyConfig};
+pub use jem::{Jem, JemConfig};
 pub use nce::{log_z_in, FittedGaussian, Nce, NceConfig, NceTerms, NoiseCovariance, NCE_C};
 pub use noise_dsm::{balance_lit_pixels, lit_share, NoiseDsm, NoiseDsmConfig, PixelWeights};
 pub use score_matching::{ScoreMatching, SmMethod};
@@ -93,6 +97,8 @@ pub enum ObjectiveConfig {
     Nce(NceConfig),
     /// Diffusion recovery likelihood (noise-conditional models).
     Drl(DrlConfig),
+    /// JEM: cross-entropy on the per-label `f` plus contrastive divergence on the label marginal.
+    Jem(JemConfig),
 }
 
 impl ObjectiveConfig {
@@ -104,6 +110,7 @@ impl ObjectiveConfig {
             ObjectiveConfig::NoiseDsm(c) => Box::new(NoiseDsm::new(c.clone())?),
             ObjectiveConfig::EnergyDiscrepancy(c) => Box::new(EnergyDiscrepancy::new(c.clone())?),
             ObjectiveConfig::Drl(c) => Box::new(Drl::new(c.clone())?),
+            ObjectiveConfig::Jem(c) => Box::new(Jem::new(c.clone(), model, device)?),
             ObjectiveConfig::Nce(c) => {
                 c.validate()?;
                 return Err(invalid(
