@@ -425,7 +425,11 @@ impl CdVsSmConfig {
         if !(self.sampling.langevin_step > 0.0) || !(self.sampling.mala_step > 0.0) {
             bail!("sampling step sizes must be > 0");
         }
-        user_keys(self.sampling.final_sampler().validate(), KEYS)?;
+        // every final sampler's settings, used or not
+        for sampler in [FinalSampler::Mala, FinalSampler::Hmc, FinalSampler::Pt] {
+            let s = SamplingSettings { sampler, ..self.sampling.clone() };
+            user_keys(s.final_sampler().validate(), KEYS)?;
+        }
         if self.eval.grid_n < 2 || self.eval.grid_n_train < 2 {
             bail!("eval grid sizes must be ≥ 2");
         }
@@ -693,6 +697,11 @@ mod tests {
         check(&["methods=[\"cd1\"]", "sm.probes=0"], "invalid value for sm.probes");
         check(&["methods=[\"cd1\"]", "sm.dsm_sigma=0"], "invalid value for sm.dsm_sigma");
         check(&["cd.k=0"], "invalid value for cd.k");
+        check(&["ed.t=0"], "invalid value for ed.t");
+        check(&["nce.nu=0"], "invalid value for nce.nu");
+        check(&["drl.k=0"], "invalid value for drl.k");
+        check(&["drl.scales.levels=1", "drl.scales.sigma_min=2.0"], "invalid value for drl.scales.levels");
+        check(&["sampling.hmc.step_size=0"], "invalid value for sampling.hmc.step_size");
         check(&["cd.buffer_capacity=0"], "invalid value for cd.buffer_capacity");
         check(&["cd.langevin.step_size=0"], "invalid value for cd.langevin.step_size");
         check(&["model.in_dim=3"], "model.in_dim = 3, but the data are 2-D points (width 2)");
