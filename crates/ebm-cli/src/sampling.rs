@@ -126,7 +126,8 @@ pub fn sampler_by_name(name: &str, run: &SamplerConfig) -> Result<SamplerConfig>
         "hmc" => "hmc",
         "pt" | "tempering" | "parallel_tempering" => "tempering",
         "annealed" => "annealed",
-        other => bail!("--sampler {other}: unknown sampler; use mala, langevin, hmc, pt or annealed"),
+        "recovery" | "drl" => "recovery",
+        other => bail!("--sampler {other}: unknown sampler; use mala, langevin, hmc, pt, annealed or recovery"),
     };
     let run_kind = toml::Value::try_from(run)?.get("kind").and_then(|k| k.as_str().map(String::from));
     if run_kind.as_deref() == Some(kind) {

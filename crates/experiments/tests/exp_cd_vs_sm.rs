@@ -58,6 +58,39 @@ fn quick_run_writes_every_row_and_figure() {
 }
 
 #[test]
+fn quick_run_of_the_newer_objectives_with_parallel_tempering() {
+    // energy discrepancy, NCE (its learned log Z beside the grid's) and DRL on every data set, sampled by PT
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["--quick", "--device", "cpu", "--run-name", "newer", "--methods", "ed,nce,drl"])
+        .args(["--set", "sampling.sampler=\"pt\"", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = out.path().join("exp_cd_vs_sm/newer");
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let (grid, nce) = (header.iter().position(|h| *h == "log_z_grid").unwrap(), header.len() - 1);
+    assert_eq!(header[nce], "log_z_nce");
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4 * 3, "{csv}");
+    for r in &rows {
+        assert!(r[2].parse::<f64>().unwrap().is_finite(), "NLL of {r:?}");
+        assert!(r[grid].parse::<f64>().unwrap().is_finite(), "{r:?}");
+        assert_eq!(r[nce].is_empty(), r[1] != "nce", "NCE's log Z only on its rows: {r:?}");
+        if r[1] == "nce" {
+            assert!(r[nce].parse::<f64>().unwrap().is_finite(), "{r:?}");
+        }
+    }
+    let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+    assert!(md.contains("parallel-tempering steps") && md.contains("| PT acc. |"), "{md}");
+    assert!(md.contains("NCE's learned log Z against the grid's: 8gaussians: NCE"), "{md}");
+    assert!(md.contains("DRL 8×10") && md.contains("ED t=1 M=4") && md.contains("NCE ν=1"), "{md}");
+}
+
+#[test]
 fn bad_names_and_missing_cuda_fail_at_once_with_clear_messages() {
     let run = |args: &[&str]| {
         let o = Command::new(BIN)

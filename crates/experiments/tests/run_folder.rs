@@ -439,6 +439,8 @@ fn result_rows_round_trip_through_json_exactly() {
             ms_per_iter: next(),
             train_seconds: next(),
             total_seconds: next(),
+            log_z_grid: Some(next()),
+            log_z_nce: None,
         };
         let json = serde_json::to_vec_pretty(&row).unwrap();
         let back: ResultRow = serde_json::from_slice(&json).unwrap();

@@ -6,17 +6,25 @@
 //! - [`noise_dsm`]: denoising score matching over a ladder of noise levels for noise-conditional models.
 //! - [`energy_discrepancy`]: energy discrepancy with Gaussian perturbations (no sampler, no scores).
 //! - [`nce`]: noise-contrastive estimation against a Gaussian fitted to the data, learning `c = −log Z`.
+//! - [`drl`]: diffusion recovery likelihood for noise-conditional models (short Langevin chains on the
+//!   conditional of a less noisy level given a noisier one).
+//! - [`jem`]: JEM, a conditional model's per-label `f` read as a classifier's logits: cross-entropy plus the
+//!   contrastive term on the label marginal.
 //!
 //! Conditional models train through the same objectives: the batch carries the labels.
 
 pub mod contrastive;
+pub mod drl;
 pub mod energy_discrepancy;
+pub mod jem;
 pub mod nce;
 pub mod noise_dsm;
 pub mod score_matching;
 
 pub use contrastive::{Contrastive, ContrastiveConfig, Negatives};
+pub use drl::{Drl, DrlConfig, RecoveryPairs};
 pub use energy_discrepancy::{EdTerms, EnergyDiscrepancy, EnergyDiscrepancyConfig};
+pub use jem::{Jem, JemConfig};
 pub use nce::{log_z_in, FittedGaussian, Nce, NceConfig, NceTerms, NoiseCovariance, NCE_C};
 pub use noise_dsm::{balance_lit_pixels, lit_share, NoiseDsm, NoiseDsmConfig, PixelWeights};
 pub use score_matching::{ScoreMatching, SmMethod};
@@ -87,6 +95,10 @@ pub enum ObjectiveConfig {
     /// Noise-contrastive estimation; its `c = −log Z` lives in the model's `VarStore`, so build it with
     /// [`ObjectiveConfig::build_with_vars`] (or [`Nce::in_var_store`]), not [`ObjectiveConfig::build`].
     Nce(NceConfig),
+    /// Diffusion recovery likelihood (noise-conditional models).
+    Drl(DrlConfig),
+    /// JEM: cross-entropy on the per-label `f` plus contrastive divergence on the label marginal.
+    Jem(JemConfig),
 }
 
 impl ObjectiveConfig {
@@ -97,6 +109,8 @@ impl ObjectiveConfig {
             ObjectiveConfig::ScoreMatching { method } => Box::new(ScoreMatching::new(method.clone())?),
             ObjectiveConfig::NoiseDsm(c) => Box::new(NoiseDsm::new(c.clone())?),
             ObjectiveConfig::EnergyDiscrepancy(c) => Box::new(EnergyDiscrepancy::new(c.clone())?),
+            ObjectiveConfig::Drl(c) => Box::new(Drl::new(c.clone())?),
+            ObjectiveConfig::Jem(c) => Box::new(Jem::new(c.clone(), model, device)?),
             ObjectiveConfig::Nce(c) => {
                 c.validate()?;
                 return Err(invalid(

@@ -1,12 +1,13 @@
 //! MCMC samplers for `p(x) ∝ exp(f(x))`: Langevin (two parameterisations), MALA, annealed Langevin over
-//! noise levels, Hamiltonian Monte Carlo, parallel tempering, and the replay buffer that IGEBM-style training
-//! draws its chains from.
+//! noise levels, diffusion-recovery sampling, Hamiltonian Monte Carlo, parallel tempering, and the replay
+//! buffer that IGEBM-style training draws its chains from.
 
 pub mod annealed;
 pub mod buffer;
 pub mod hmc;
 pub mod langevin;
 pub mod mala;
+pub mod recovery;
 pub mod tempering;
 
 pub use annealed::{AnnealedConfig, AnnealedLangevin, NoiseScales};
@@ -14,6 +15,7 @@ pub use buffer::{BufferBatch, BufferConfig, ReplayBuffer};
 pub use hmc::{Hmc, HmcAdapt, HmcConfig};
 pub use langevin::{Langevin, LangevinConfig};
 pub use mala::{Mala, MalaConfig};
+pub use recovery::{RecoveryConfig, RecoverySampler};
 pub use tempering::{InnerMove, ParallelTempering, TemperingConfig};
 
 use crate::check::check_input;
@@ -208,6 +210,9 @@ pub enum SamplerConfig {
     Hmc(HmcConfig),
     /// Parallel tempering: MALA or Langevin replicas at several inverse temperatures, with swaps.
     Tempering(TemperingConfig),
+    /// Diffusion-recovery ancestral sampling (noise-conditional models trained by
+    /// [`crate::objective::Drl`]): the recovery conditionals from the largest noise level down.
+    Recovery(RecoveryConfig),
 }
 
 impl Default for SamplerConfig {
@@ -225,6 +230,7 @@ impl SamplerConfig {
             SamplerConfig::Annealed(c) => Box::new(AnnealedLangevin::new(c.clone())?),
             SamplerConfig::Hmc(c) => Box::new(Hmc::new(c.clone())?),
             SamplerConfig::Tempering(c) => Box::new(ParallelTempering::new(c.clone())?),
+            SamplerConfig::Recovery(c) => Box::new(RecoverySampler::new(c.clone())?),
         })
     }
 

@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use ebm_core::autograd::Probe;
 use ebm_core::data::{Source2d, OUTLIER_MADS};
 use ebm_core::energy::MlpConfig;
-use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
-use ebm_core::sampler::{BufferConfig, Init};
+use ebm_core::objective::{DrlConfig, EnergyDiscrepancyConfig, NceConfig, Negatives, ObjectiveConfig, SmMethod};
+use ebm_core::sampler::{
+    BufferConfig, HmcConfig, Init, InnerMove, MalaConfig, NoiseScales, SamplerConfig, TemperingConfig,
+};
 use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -35,11 +37,18 @@ pub enum Method {
     SmSliced,
     /// Denoising score matching.
     Dsm,
+    /// Energy discrepancy.
+    Ed,
+    /// Noise-contrastive estimation (noise: a Gaussian fitted to the training set; learns log Z).
+    Nce,
+    /// Diffusion recovery likelihood (on a noise-conditional version of the same MLP, evaluated at its
+    /// lowest noise level).
+    Drl,
 }
 
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 8] = [
+    pub const ALL: [Method; 11] = [
         Method::Cd1,
         Method::Cdk,
         Method::Pcd,
@@ -48,6 +57,9 @@ impl Method {
         Method::SmHutchinson,
         Method::SmSliced,
         Method::Dsm,
+        Method::Ed,
+        Method::Nce,
+        Method::Drl,
     ];
 
     /// The name used in configs, folders and on the command line.
@@ -61,6 +73,9 @@ impl Method {
             Method::SmHutchinson => "sm_hutchinson",
             Method::SmSliced => "sm_sliced",
             Method::Dsm => "dsm",
+            Method::Ed => "ed",
+            Method::Nce => "nce",
+            Method::Drl => "drl",
         }
     }
 
@@ -75,6 +90,9 @@ impl Method {
             Method::SmHutchinson => format!("SM Hutchinson ({})", cfg.sm.probes),
             Method::SmSliced => format!("Sliced SM ({})", cfg.sm.probes),
             Method::Dsm => format!("DSM σ={}", cfg.sm.dsm_sigma),
+            Method::Ed => format!("ED t={} M={}", cfg.ed.t, cfg.ed.m),
+            Method::Nce => format!("NCE ν={}", cfg.nce.nu),
+            Method::Drl => format!("DRL {}×{}", cfg.drl.scales.levels, cfg.drl.k),
         }
     }
 
@@ -100,6 +118,9 @@ impl Method {
             Method::SmHutchinson => sm(SmMethod::Hutchinson { probes, probe: cfg.sm.probe }),
             Method::SmSliced => sm(SmMethod::Sliced { probes, probe: cfg.sm.probe }),
             Method::Dsm => sm(SmMethod::Denoising { sigma: cfg.sm.dsm_sigma }),
+            Method::Ed => ObjectiveConfig::EnergyDiscrepancy(cfg.ed.clone()),
+            Method::Nce => ObjectiveConfig::Nce(cfg.nce.clone()),
+            Method::Drl => ObjectiveConfig::Drl(cfg.drl.clone()),
         }
     }
 }
@@ -138,6 +159,30 @@ impl Default for SmSettings {
     }
 }
 
+/// The sampler that continues the Langevin chains and gives the sample-based columns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalSampler {
+    /// MALA with step `sampling.mala_step`.
+    #[default]
+    Mala,
+    /// Hamiltonian Monte Carlo with `sampling.hmc`.
+    Hmc,
+    /// Parallel tempering with `sampling.pt` (its β = 1 replica gives the samples).
+    Pt,
+}
+
+impl FinalSampler {
+    /// The name in tables ("MALA", "HMC", "PT").
+    pub fn label(self) -> &'static str {
+        match self {
+            FinalSampler::Mala => "MALA",
+            FinalSampler::Hmc => "HMC",
+            FinalSampler::Pt => "PT",
+        }
+    }
+}
+
 /// How every trained model is sampled for the sample metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -148,15 +193,45 @@ pub struct SamplingSettings {
     pub langevin_steps: usize,
     /// Their step size ε (`x + ε∇f + √(2ε) z`).
     pub langevin_step: f64,
-    /// MALA steps continuing the same chains.
+    /// Steps of the final sampler continuing the same chains (MALA, HMC or PT).
     pub mala_steps: usize,
     /// MALA step size.
     pub mala_step: f64,
+    /// The final sampler: `mala`, `hmc` or `pt`.
+    pub sampler: FinalSampler,
+    /// HMC settings (with `sampler = "hmc"`).
+    pub hmc: HmcConfig,
+    /// Parallel-tempering settings (with `sampler = "pt"`).
+    pub pt: TemperingConfig,
 }
 
 impl Default for SamplingSettings {
     fn default() -> Self {
-        SamplingSettings { n: 2000, langevin_steps: 500, langevin_step: 1e-3, mala_steps: 300, mala_step: 2e-3 }
+        SamplingSettings {
+            n: 2000,
+            langevin_steps: 500,
+            langevin_step: 1e-3,
+            mala_steps: 300,
+            mala_step: 2e-3,
+            sampler: FinalSampler::Mala,
+            hmc: HmcConfig { step_size: 0.03, leapfrog_steps: 10, adapt: None, record: false },
+            pt: TemperingConfig {
+                betas: vec![1.0, 0.3, 0.1, 0.03, 0.01],
+                inner: InnerMove::Mala(MalaConfig { step_size: 0.01, record: false }),
+                ..TemperingConfig::default()
+            },
+        }
+    }
+}
+
+impl SamplingSettings {
+    /// The final sampler's configuration.
+    pub fn final_sampler(&self) -> SamplerConfig {
+        match self.sampler {
+            FinalSampler::Mala => SamplerConfig::Mala(MalaConfig { step_size: self.mala_step, record: false }),
+            FinalSampler::Hmc => SamplerConfig::Hmc(self.hmc.clone()),
+            FinalSampler::Pt => SamplerConfig::Tempering(self.pt.clone()),
+        }
     }
 }
 
@@ -247,6 +322,12 @@ pub struct CdVsSmConfig {
     pub cd: CdSettings,
     /// Score-matching settings.
     pub sm: SmSettings,
+    /// Energy-discrepancy settings (`t`, `m`, `w`).
+    pub ed: EnergyDiscrepancyConfig,
+    /// NCE settings (the noise is a Gaussian fitted to the training set).
+    pub nce: NceConfig,
+    /// Diffusion-recovery-likelihood settings (levels, `k`, step ratio).
+    pub drl: DrlConfig,
     /// Final sampling.
     pub sampling: SamplingSettings,
     /// Evaluation.
@@ -284,6 +365,14 @@ impl Default for CdVsSmConfig {
             },
             cd: CdSettings::default(),
             sm: SmSettings::default(),
+            ed: EnergyDiscrepancyConfig::default(),
+            nce: NceConfig::default(),
+            drl: DrlConfig {
+                scales: NoiseScales { sigma_max: 2.0, sigma_min: 0.02, levels: 8 },
+                k: 30,
+                step_ratio: 0.05,
+                alpha: 0.0,
+            },
             sampling: SamplingSettings::default(),
             eval: EvalSettings::default(),
         }
@@ -303,6 +392,7 @@ impl CdVsSmConfig {
         self.sampling.n = self.sampling.n.min(300);
         self.sampling.langevin_steps = self.sampling.langevin_steps.min(60);
         self.sampling.mala_steps = self.sampling.mala_steps.min(30);
+        self.drl.k = self.drl.k.min(10);
         self.eval.every = 30;
         self.eval.grid_n_train = 60;
         self.eval.grid_n = self.eval.grid_n.min(120);
@@ -334,6 +424,11 @@ impl CdVsSmConfig {
         }
         if !(self.sampling.langevin_step > 0.0) || !(self.sampling.mala_step > 0.0) {
             bail!("sampling step sizes must be > 0");
+        }
+        // every final sampler's settings, used or not
+        for sampler in [FinalSampler::Mala, FinalSampler::Hmc, FinalSampler::Pt] {
+            let s = SamplingSettings { sampler, ..self.sampling.clone() };
+            user_keys(s.final_sampler().validate(), KEYS)?;
         }
         if self.eval.grid_n < 2 || self.eval.grid_n_train < 2 {
             bail!("eval grid sizes must be ≥ 2");
@@ -497,6 +592,9 @@ const KEYS: &[(&str, &str)] = &[
     ("buffer.restart_prob", "cd.restart_prob"),
     ("score_matching.probes", "sm.probes"),
     ("score_matching.sigma", "sm.dsm_sigma"),
+    ("energy_discrepancy", "ed"),
+    ("hmc", "sampling.hmc"),
+    ("tempering", "sampling.pt"),
 ];
 
 /// Resolves the path of the default config relative to the working directory or the repository.
@@ -599,6 +697,11 @@ mod tests {
         check(&["methods=[\"cd1\"]", "sm.probes=0"], "invalid value for sm.probes");
         check(&["methods=[\"cd1\"]", "sm.dsm_sigma=0"], "invalid value for sm.dsm_sigma");
         check(&["cd.k=0"], "invalid value for cd.k");
+        check(&["ed.t=0"], "invalid value for ed.t");
+        check(&["nce.nu=0"], "invalid value for nce.nu");
+        check(&["drl.k=0"], "invalid value for drl.k");
+        check(&["drl.scales.levels=1", "drl.scales.sigma_min=2.0"], "invalid value for drl.scales.levels");
+        check(&["sampling.hmc.step_size=0"], "invalid value for sampling.hmc.step_size");
         check(&["cd.buffer_capacity=0"], "invalid value for cd.buffer_capacity");
         check(&["cd.langevin.step_size=0"], "invalid value for cd.langevin.step_size");
         check(&["model.in_dim=3"], "model.in_dim = 3, but the data are 2-D points (width 2)");

@@ -1,17 +1,21 @@
-//! The main experiment: CD-k, persistent CD, the replay buffer and score matching (exact, Hutchinson,
-//! sliced, denoising) trained on the same MLP, optimiser and number of updates on 2-D densities, then
-//! sampled the same way (long Langevin from noise, then MALA) and evaluated against exact answers.
+//! The main experiment: CD-k, persistent CD, the replay buffer, score matching (exact, Hutchinson, sliced,
+//! denoising), energy discrepancy, NCE and diffusion recovery likelihood trained on the same MLP, optimiser
+//! and number of updates on 2-D densities, then sampled the same way (long Langevin from noise, then MALA,
+//! HMC or parallel tempering: `sampling.sampler`) and evaluated against exact answers. DRL trains the MLP
+//! with the noise level as one more input and is evaluated at its lowest level; NCE's learned log Z is
+//! reported next to the grid's.
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::data::Source2d;
+use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet};
 use ebm_core::energy::{EnergyModel, Mlp};
 use ebm_core::eval::{
     evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
     GridSpec, DEFAULT_MARGIN,
 };
-use ebm_core::objective::Objective;
-use ebm_core::sampler::{Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
+use ebm_core::objective::{log_z_in, Nce, Objective};
+use ebm_core::sampler::{Langevin, LangevinConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
 use ebm_log::{HParamValue, MetricsSink, ProgressSink, TensorBoardWriter};
@@ -23,8 +27,8 @@ mod config;
 mod report;
 
 pub use config::{
-    default_config_path, folder_name, CdVsSmConfig, Datasets, EvalSettings, Method, OnOutliers, SamplingSettings,
-    SmSettings,
+    default_config_path, folder_name, CdVsSmConfig, Datasets, EvalSettings, FinalSampler, Method, OnOutliers,
+    SamplingSettings, SmSettings,
 };
 use report::{fmt_weights, write_results};
 pub use report::{markdown_table, ResultRow};
@@ -34,8 +38,9 @@ fn axes(bbox: [f64; 4], margin: f64) -> Result<AxesBox> {
     Ok(AxesBox::new((bbox[0] - mx, bbox[1] + mx), (bbox[2] - my, bbox[3] + my))?)
 }
 
-/// Samples a model the same way for every method: uniform noise on the box, unadjusted Langevin, then MALA.
-/// Returns (Langevin samples, MALA samples, MALA acceptance).
+/// Samples a model the same way for every method: uniform noise on the box, unadjusted Langevin, then the
+/// final sampler (`sampling.sampler`: MALA, HMC or parallel tempering). Returns (Langevin samples, final
+/// samples, the final sampler's acceptance).
 pub fn sample_model(
     m: &dyn EnergyModel,
     s: &SamplingSettings,
@@ -48,8 +53,8 @@ pub fn sample_model(
         * Tensor::from_slice(&[(b.x_max - b.x_min) as f32, (b.y_max - b.y_min) as f32]).to_device(device)
         + Tensor::from_slice(&[b.x_min as f32, b.y_min as f32]).to_device(device);
     let ula = Langevin::new(LangevinConfig::seed_form(s.langevin_step))?.run(m, &x0, s.langevin_steps)?;
-    let mala = Mala::new(MalaConfig { step_size: s.mala_step, record: false })?.run(m, &ula.x, s.mala_steps)?;
-    Ok((ula.x, mala.x, mala.acceptance.unwrap_or(f64::NAN)))
+    let fin = s.final_sampler().build()?.run(m, &ula.x, s.mala_steps)?;
+    Ok((ula.x, fin.x, fin.acceptance.unwrap_or(f64::NAN)))
 }
 
 struct RunOutput {
@@ -102,7 +107,10 @@ fn run_in(cfg: &CdVsSmConfig, ctx: &RunContext, data: &Datasets) -> Result<(Path
         &panels,
         &row_refs,
         &col_refs,
-        Some("log-density (heat map, one scale per data set, 12 nats deep) with MALA samples (dots); same MLP and budget"),
+        Some(&format!(
+            "log-density (heat map, one scale per data set, 12 nats deep) with {} samples (dots); same MLP and budget",
+            cfg.sampling.sampler.label()
+        )),
     )?;
     Ok((run_dir.path().to_path_buf(), rows))
 }
@@ -136,14 +144,30 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
-    // Same initial weights for every method.
+    // Same initial weights for every method (DRL's MLP has the noise level as one more input).
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = Mlp::new(&vs.root(), &cfg.model)?;
-    let objective = method.objective(cfg, axes_bbox(bbox, margin)).build(&model, device)?;
+    let model: Box<dyn EnergyModel> = match method {
+        Method::Drl => {
+            let c = ConditionalConfig {
+                widths: cfg.model.hidden.clone(),
+                activation: cfg.model.activation,
+                film: false,
+                noise_conditional: true,
+                ..Default::default()
+            };
+            Box::new(ConditionalNet::new(&vs.root(), &c, &[cfg.model.in_dim], &["data"])?)
+        }
+        _ => Box::new(Mlp::new(&vs.root(), &cfg.model)?),
+    };
+    let model = model.as_ref();
+    let objective: Box<dyn Objective> = match method {
+        Method::Nce => Box::new(Nce::in_var_store(cfg.nce.clone(), &vs.root(), model)?.with_noise_fitted_to(train)?),
+        _ => method.objective(cfg, axes_bbox(bbox, margin)).build(model, device)?,
+    };
     // [eval].every drives the trainer's evaluation callback
     let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
-    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?)?;
+    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, model, objective, cfg.seed)?)?;
     let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {elapsed} {msg}")
@@ -176,6 +200,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
                 source: std::io::Error::other(e.to_string()),
             };
             if due(every) {
+                let view = density_view(m, method, cfg)?;
+                let m = view.as_ref();
                 let gz = grid_log_z(m, &grid_train, device)?;
                 sink.scalar("eval/nll", step as u64, nll(m, test, gz.log_z, device)?)?;
                 if let Some(kl) = kl_to_source(m, source, test, gz.log_z, device)? {
@@ -219,9 +245,10 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
 
     // Final evaluation, the same for every method.
     tch::manual_seed(cfg.seed.wrapping_add(7) as i64);
-    let (ula, samples, acc) = sample_model(&model, &cfg.sampling, bbox, margin, device)?;
+    let view = density_view(model, method, cfg)?;
+    let (ula, samples, acc) = sample_model(view.as_ref(), &cfg.sampling, bbox, margin, device)?;
     let opts = EvalOptions { grid_n: cfg.eval.grid_n, ..EvalOptions::default() };
-    let (report, gz): (EvalReport, GridLogZ) = evaluate_2d(&model, source, test, &samples, &opts, device)?;
+    let (report, gz): (EvalReport, GridLogZ) = evaluate_2d(view.as_ref(), source, test, &samples, &opts, device)?;
     let k = (opts.mmd_points as i64).min(ula.size()[0]).min(test.size()[0]);
     let mmd2_langevin = mmd2_rbf(&ula.narrow(0, 0, k), &test.narrow(0, 0, k), None)?.mmd2;
     let modes = source.modes();
@@ -254,6 +281,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         true_weights: report.true_mode_weights.as_deref().map(fmt_weights),
         far_share: report.far_share,
         mala_acceptance: acc,
+        log_z_grid: Some(gz.log_z),
+        log_z_nce: if method == Method::Nce { log_z_in(&vs) } else { None },
         ms_per_iter: 1e3 * (train_seconds - eval_seconds.get())
             / (outcome.steps - resumed_at.unwrap_or(0)).max(1) as f64,
         train_seconds,
@@ -325,6 +354,19 @@ fn truth_panel(source: &Source2d, dir: &Path, grid_n: usize, margin: f64) -> Res
     let path = dir.join("truth.png");
     plot::heatmap(&path, &lp, grid.nx(), grid.ny(), &axes(source.bbox(), margin)?, &opts)?;
     Ok(Some(path))
+}
+
+/// The density a method's model is evaluated and sampled as: the model itself, or for DRL its view at the
+/// lowest noise level (`f(x; a_0)/a_0`).
+fn density_view<'a>(
+    m: &'a dyn EnergyModel,
+    method: Method,
+    cfg: &CdVsSmConfig,
+) -> ebm_core::Result<Box<dyn EnergyModel + 'a>> {
+    match method {
+        Method::Drl => m.at_noise(cfg.drl.scales.sigma_min),
+        _ => Ok(Box::new(m)),
+    }
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {

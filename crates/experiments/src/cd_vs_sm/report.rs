@@ -1,6 +1,6 @@
 //! The results table of `exp_cd_vs_sm`: [`ResultRow`], markdown and CSV.
 
-use super::config::{CdVsSmConfig, Method};
+use super::config::{CdVsSmConfig, FinalSampler, Method};
 use anyhow::Result;
 use ebm_log::RunDir;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ pub struct ResultRow {
     pub nll: f64,
     /// KL(p_data ‖ p_θ) where the data density is known.
     pub kl: Option<f64>,
-    /// MMD² between MALA samples and test data.
+    /// MMD² between the final sampler's samples (MALA by default) and test data.
     pub mmd2: f64,
     /// MMD² of the unadjusted Langevin samples (before MALA).
     pub mmd2_langevin: f64,
@@ -30,8 +30,14 @@ pub struct ResultRow {
     pub true_weights: Option<String>,
     /// Share of samples far from every mode (spurious mass), mixtures only.
     pub far_share: Option<f64>,
-    /// MALA acceptance rate.
+    /// Acceptance rate of the final sampler (MALA by default).
     pub mala_acceptance: f64,
+    /// log Z of the model on the evaluation grid.
+    #[serde(default)]
+    pub log_z_grid: Option<f64>,
+    /// NCE's learned log Z (`−c`), for the NCE rows.
+    #[serde(default)]
+    pub log_z_nce: Option<f64>,
     /// Milliseconds per parameter update.
     pub ms_per_iter: f64,
     /// Training wall-clock seconds.
@@ -50,8 +56,9 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// The results table as markdown.
 pub fn markdown_table(cfg: &CdVsSmConfig, rows: &[ResultRow]) -> String {
-    let mut s = String::from(
-        "| dataset | method | test NLL | KL(data‖model) | MMD² (MALA) | MMD² (Langevin) | mode TV samples | mode TV density | model weights (true) | far share | MALA acc. | ms/iter | total s |\n\
+    let name = cfg.sampling.sampler.label();
+    let mut s = format!(
+        "| dataset | method | test NLL | KL(data‖model) | MMD² ({name}) | MMD² (Langevin) | mode TV samples | mode TV density | model weights (true) | far share | {name} acc. | ms/iter | total s |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n",
     );
     for r in rows {
@@ -83,12 +90,12 @@ pub fn markdown_table(cfg: &CdVsSmConfig, rows: &[ResultRow]) -> String {
 
 pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[ResultRow]) -> Result<()> {
     let mut csv = String::from(
-        "dataset,method,nll,kl,mmd2,mmd2_langevin,mode_tv_samples,mode_tv_density,model_weights,true_weights,far_share,mala_acceptance,ms_per_iter,train_seconds,total_seconds\n",
+        "dataset,method,nll,kl,mmd2,mmd2_langevin,mode_tv_samples,mode_tv_density,model_weights,true_weights,far_share,mala_acceptance,ms_per_iter,train_seconds,total_seconds,log_z_grid,log_z_nce\n",
     );
     let o = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_default();
     for r in rows {
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.dataset,
             r.method,
             r.nll,
@@ -103,27 +110,48 @@ pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[Result
             r.mala_acceptance,
             r.ms_per_iter,
             r.train_seconds,
-            r.total_seconds
+            r.total_seconds,
+            o(r.log_z_grid),
+            o(r.log_z_nce)
         ));
     }
     run_dir.write_atomic("results.csv", csv.as_bytes())?;
     let table = markdown_table(cfg, rows);
-    let md = format!(
+    let s = &cfg.sampling;
+    let final_steps = match s.sampler {
+        FinalSampler::Mala => format!("{} MALA steps (ε = {})", s.mala_steps, s.mala_step),
+        FinalSampler::Hmc => format!(
+            "{} HMC steps ({} leapfrog steps of {}) for the sample-based columns",
+            s.mala_steps, s.hmc.leapfrog_steps, s.hmc.step_size
+        ),
+        FinalSampler::Pt => {
+            format!("{} parallel-tempering steps (β = {:?}) for the sample-based columns", s.mala_steps, s.pt.betas)
+        }
+    };
+    let mut md = format!(
         "# exp_cd_vs_sm results\n\nSame MLP ({:?}), Adam lr {}, {} updates of batch {} per method; seed {}.\n\
-         Samples: {} chains, {} Langevin steps (ε = {}) from uniform noise, then {} MALA steps (ε = {}).\n\
+         Samples: {} chains, {} Langevin steps (ε = {}) from uniform noise, then {final_steps}.\n\
          NLL and KL use log Z on a {}² grid. Mode weights of the model are its density's mass nearest each mode.\n\n{table}",
         cfg.model.hidden,
         cfg.train.optim.lr,
         cfg.train.iters,
         cfg.train.batch_size,
         cfg.seed,
-        cfg.sampling.n,
-        cfg.sampling.langevin_steps,
-        cfg.sampling.langevin_step,
-        cfg.sampling.mala_steps,
-        cfg.sampling.mala_step,
+        s.n,
+        s.langevin_steps,
+        s.langevin_step,
         cfg.eval.grid_n,
     );
+    let nce: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let (n, g) = (r.log_z_nce?, r.log_z_grid?);
+            Some(format!("{}: NCE {n:.3}, grid {g:.3} (difference {:+.3})", r.dataset, n - g))
+        })
+        .collect();
+    if !nce.is_empty() {
+        md.push_str(&format!("\nNCE's learned log Z against the grid's: {}.\n", nce.join("; ")));
+    }
     run_dir.write_atomic("results.md", md.as_bytes())?;
     println!("\n{table}");
     Ok(())

@@ -131,7 +131,7 @@ pub fn user_key(name: &str, map: &[(&str, &str)]) -> String {
 
 /// Checks an objective's settings without building it (no model and no memory needed): CD's `k`, `alpha`,
 /// sampler and chain starts, score matching's probes and σ, the noise levels of noise-conditional DSM, and
-/// the settings of energy discrepancy and NCE.
+/// the settings of energy discrepancy, NCE, diffusion recovery likelihood and JEM.
 pub fn validate_objective(o: &ObjectiveConfig) -> ebm_core::Result<()> {
     match o {
         ObjectiveConfig::Contrastive(c) => c.validate(),
@@ -139,6 +139,8 @@ pub fn validate_objective(o: &ObjectiveConfig) -> ebm_core::Result<()> {
         ObjectiveConfig::NoiseDsm(c) => c.validate(),
         ObjectiveConfig::EnergyDiscrepancy(c) => c.validate(),
         ObjectiveConfig::Nce(c) => c.validate(),
+        ObjectiveConfig::Drl(c) => c.validate(),
+        ObjectiveConfig::Jem(c) => c.validate(),
     }
 }
 
