@@ -366,9 +366,9 @@ impl Default for CdVsSmConfig {
             cd: CdSettings::default(),
             sm: SmSettings::default(),
             ed: EnergyDiscrepancyConfig::default(),
-            nce: NceConfig::default(),
+            nce: NceConfig { nu: 4.0, ..NceConfig::default() },
             drl: DrlConfig {
-                scales: NoiseScales { sigma_max: 2.0, sigma_min: 0.02, levels: 8 },
+                scales: NoiseScales { sigma_max: 2.0, sigma_min: 0.05, levels: 6 },
                 k: 30,
                 step_ratio: 0.05,
                 alpha: 0.0,
