@@ -280,6 +280,11 @@ impl<M: EnergyModel> EnergyModel for Offset<M> {
     fn f(&self, x: &Tensor) -> Tensor {
         self.inner.f(x) + self.offset
     }
+    /// The inner model's `f + c` and its score unchanged.
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (f, g) = self.inner.f_and_score(x);
+        (f + self.offset, g)
+    }
     fn event_shape(&self) -> Vec<i64> {
         self.inner.event_shape()
     }

@@ -10,7 +10,7 @@
 //! (a chain started afresh, e.g. at every contrastive iteration, adapts afresh).
 
 use super::{sq_norm, Chain, Sampler};
-use crate::autograd::score_unchecked;
+use crate::autograd::sampler_score;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
@@ -152,11 +152,11 @@ impl Sampler for Hmc {
         let mut x = x0.shallow_clone();
         let mut end = None;
         for l in 0..self.cfg.leapfrog_steps {
-            let s = score_unchecked(m, &tch::no_grad(|| &x + &p * eps), false);
+            x = tch::no_grad(|| &x + &p * eps);
+            let (f, grad) = sampler_score(m, &x);
             let kick = if l + 1 == self.cfg.leapfrog_steps { 0.5 * eps } else { eps };
-            p = tch::no_grad(|| &p + &s.grad * kick);
-            x = s.x.detach();
-            end = Some((s.f, s.grad));
+            p = tch::no_grad(|| &p + &grad * kick);
+            end = Some((f, grad));
         }
         let (f, grad) = end.unwrap_or((cur_f.shallow_clone(), cur_grad.shallow_clone()));
         let (accept, prob) = tch::no_grad(|| {

@@ -158,6 +158,10 @@ impl EnergyModel for Tempered<'_> {
     fn f(&self, x: &Tensor) -> Tensor {
         self.m.f(x) * self.beta
     }
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (f, g) = self.m.f_and_score(x);
+        (f * self.beta, g * self.beta)
+    }
     fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
         self.m.f_given(x, labels, sigma) * self.beta
     }
