@@ -146,7 +146,6 @@ impl Sampler for Hmc {
         let eps = self.step_size(chain);
         let (cur_f, cur_grad) = chain.current_score(m);
         let x0 = chain.x.shallow_clone();
-        let b = x0.size()[0];
         let p0 = x0.randn_like();
         let mut p = tch::no_grad(|| &p0 + &cur_grad * (0.5 * eps));
         let mut x = x0.shallow_clone();
@@ -168,12 +167,12 @@ impl Sampler for Hmc {
             let prob = log_alpha.clamp_max(0.0).exp().where_self(&finite, &log_alpha.zeros_like());
             (accept, prob)
         });
-        let sums = Vec::<f64>::try_from(Tensor::stack(
-            &[accept.to_kind(Kind::Double).sum(Kind::Double), prob.sum(Kind::Double)],
-            0,
-        ))?;
-        chain.count_moves(sums[0], b as f64);
-        self.adapt(chain, sums[1] / b as f64);
+        chain.count_accepted(&accept);
+        if self.cfg.adapt.as_ref().is_some_and(|a| chain.t < a.warmup_steps) {
+            // dual averaging needs the mean acceptance probability of this step on the host (warm-up only)
+            let alpha = f64::try_from(prob.mean(Kind::Double))?;
+            self.adapt(chain, alpha);
+        }
         chain.accept(&accept, &x, &f, &grad, (cur_f, cur_grad));
         Ok(())
     }
@@ -246,9 +245,9 @@ mod tests {
         let x0 = Init::Gaussian { mean: 0.0, std: 1.0 }.sample(1000, &[2], Device::Cpu);
         let mut chain = Chain::new(&x0);
         let window = |chain: &mut Chain, n: usize| {
-            let before = chain.moves.unwrap_or((0.0, 0.0));
+            let before = chain.moves().unwrap_or((0.0, 0.0));
             s.advance(&g, chain, n).unwrap();
-            let after = chain.moves.unwrap();
+            let after = chain.moves().unwrap();
             (after.0 - before.0) / (after.1 - before.1)
         };
         let early = window(&mut chain, 1);

@@ -7,7 +7,6 @@ use crate::autograd::sampler_score;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::Kind;
 
 /// Parameters of [`Mala`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +46,6 @@ impl Sampler for Mala {
         let noise = (2.0 * eps).sqrt();
         let (cur_f, cur_grad) = chain.current_score(m);
         let x = &chain.x;
-        let b = x.size()[0];
         let y = tch::no_grad(|| {
             // (x + ε∇f) + √(2ε) z, the noise drawn in place into the result's buffer
             let mut mean = &cur_grad * eps;
@@ -65,7 +63,7 @@ impl Sampler for Mala {
             let u = log_alpha.rand_like().log();
             u.lt_tensor(&log_alpha)
         });
-        chain.count_moves(f64::try_from(accept.to_kind(Kind::Double).sum(Kind::Double))?, b as f64);
+        chain.count_accepted(&accept);
         chain.accept(&accept, &y, &prop_f, &prop_grad, (cur_f, cur_grad));
         Ok(())
     }
@@ -85,7 +83,7 @@ mod tests {
     use crate::energy::{Gaussian, GaussianMixture};
     use crate::sampler::test_util::moments;
     use crate::sampler::{Init, Langevin, LangevinConfig};
-    use tch::{Device, Tensor};
+    use tch::{Device, Kind, Tensor};
 
     #[test]
     fn reproduces_a_correlated_gaussian_from_uniform_noise() {

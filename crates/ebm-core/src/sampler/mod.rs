@@ -66,8 +66,11 @@ pub struct Chain {
     pub record: bool,
     /// The recorded diagnostics.
     pub trace: Vec<StepDiag>,
-    /// `(accepted, proposed)` chain moves of a Metropolis-corrected sampler.
-    pub moves: Option<(f64, f64)>,
+    /// `(accepted, proposed)` chain moves of a Metropolis-corrected sampler counted on the host; those counted
+    /// by [`Chain::count_accepted`] are still on the device: read the total with [`Chain::moves`].
+    moves: Option<(f64, f64)>,
+    /// Accepted moves counted on the device (a `[]` f64 tensor), not yet in `moves`.
+    accepted: Option<Tensor>,
     /// `f` and `∇ₓf` at `x`, kept by samplers that reuse them at the next step (MALA).
     pub cache: Option<(Tensor, Tensor)>,
     /// Further sampler-specific state between steps, by name (HMC's adapted step size, parallel tempering's
@@ -86,6 +89,7 @@ impl Chain {
             record: false,
             trace: Vec::new(),
             moves: None,
+            accepted: None,
             cache: None,
             aux: BTreeMap::new(),
         }
@@ -95,6 +99,41 @@ impl Chain {
     pub fn count_moves(&mut self, accepted: f64, proposed: f64) {
         let (a, p) = self.moves.unwrap_or((0.0, 0.0));
         self.moves = Some((a + accepted, p + proposed));
+    }
+
+    /// Counts the Metropolis decisions `accept: [B]` (bool) without reading them back: the accepted count stays
+    /// on the device until [`Chain::moves`] or [`Chain::into_output`] reads it (no host sync per step).
+    pub fn count_accepted(&mut self, accept: &Tensor) {
+        let n = tch::no_grad(|| accept.sum(Kind::Double));
+        self.accepted = Some(match self.accepted.take() {
+            Some(mut a) => {
+                a += n;
+                a
+            }
+            None => n,
+        });
+        self.count_moves(0.0, accept.size()[0] as f64);
+    }
+
+    /// Adds the move counts of `other` (e.g. a replica's sub-chain) to this chain's, without reading them back.
+    pub fn absorb_moves(&mut self, other: &mut Chain) {
+        if let Some((a, p)) = other.moves.take() {
+            self.count_moves(a, p);
+        }
+        if let Some(n) = other.accepted.take() {
+            self.accepted = Some(match self.accepted.take() {
+                Some(a) => a + n,
+                None => n,
+            });
+        }
+    }
+
+    /// `(accepted, proposed)` moves so far (reads the device count back: one host sync); `None` before any
+    /// Metropolis decision.
+    pub fn moves(&self) -> Option<(f64, f64)> {
+        let (a, p) = self.moves?;
+        let dev = self.accepted.as_ref().and_then(|t| f64::try_from(t).ok()).unwrap_or(0.0);
+        Some((a + dev, p))
     }
 
     /// `f` and `∇ₓf` at the current states, `[B]` and `[B, *event]`: taken from `cache` when the previous
@@ -134,7 +173,7 @@ impl Chain {
 
     /// The chain's result.
     pub fn into_output(self) -> SampleOutput {
-        let acceptance = self.moves.and_then(|(a, p)| (p > 0.0).then(|| a / p));
+        let acceptance = self.moves().and_then(|(a, p)| (p > 0.0).then(|| a / p));
         SampleOutput { x: self.x, x_mean: self.x_mean, acceptance, trace: self.trace }
     }
 }

@@ -307,9 +307,7 @@ impl Sampler for ParallelTempering {
             mv.sampler().step(&Tempered { m, beta }, &mut sub)?;
             if i == self.target {
                 chain.trace.append(&mut sub.trace);
-                if let Some((a, p)) = sub.moves {
-                    chain.count_moves(a, p);
-                }
+                chain.absorb_moves(&mut sub);
                 x_mean = Some(sub.x_mean);
             }
             if let Some((f, g)) = sub.cache {
