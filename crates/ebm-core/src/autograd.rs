@@ -78,6 +78,19 @@ pub(crate) fn sampler_score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor) -> (Tens
     }
 }
 
+/// [`sampler_score`] without `f` (what an unrecorded Langevin step needs): the model's [`EnergyModel::score`] on
+/// the fast path.
+///
+/// # Shapes
+/// `x: [B, *event]` → `[B, *event]`.
+pub(crate) fn sampler_grad<M: EnergyModel + ?Sized>(m: &M, x: &Tensor) -> Tensor {
+    keep_freed_memory_in_heap();
+    match score_path() {
+        ScorePath::Fast => m.score(x),
+        ScorePath::Autograd => autograd_f_and_score(m, x).1,
+    }
+}
+
 /// `f` and its score at a point, from one forward and one backward pass.
 #[derive(Debug)]
 pub struct Score {

@@ -285,6 +285,9 @@ impl<M: EnergyModel> EnergyModel for Offset<M> {
         let (f, g) = self.inner.f_and_score(x);
         (f + self.offset, g)
     }
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.inner.score(x)
+    }
     fn event_shape(&self) -> Vec<i64> {
         self.inner.event_shape()
     }

@@ -35,21 +35,24 @@ impl Activation {
     }
 
     /// The chain rule through the non-linearity: `grad_out · φ'(h)`, with libtorch's fused backward kernel of
-    /// each (the ones autograd runs). `h` is the pre-activation, `a = φ(h)` the activation.
+    /// each (the ones autograd runs). `h` is the pre-activation, `a = φ(h)` the activation when it was computed
+    /// (ELU and ReLU then read it, as autograd does; without it they read `h`, the same values).
     ///
     /// # Shapes
     /// `grad_out`, `h`, `a`: `[B, H]` (`grad_out` may be a broadcast `[1, H]` expanded to it) → `[B, H]`.
-    fn backward(self, grad_out: &Tensor, h: &Tensor, a: &Tensor) -> Tensor {
-        match self {
-            Activation::Silu => h.silu_backward(grad_out),
+    fn backward(self, grad_out: &Tensor, h: &Tensor, a: Option<&Tensor>) -> Tensor {
+        match (self, a) {
+            (Activation::Silu, _) => h.silu_backward(grad_out),
             // torch's defaults: β = 1, threshold 20
-            Activation::Softplus => h.softplus_backward(grad_out, 1.0, 20.0),
+            (Activation::Softplus, _) => h.softplus_backward(grad_out, 1.0, 20.0),
             // as autograd: from the result, α = scale = input scale = 1
-            Activation::Elu => Tensor::elu_backward(grad_out, 1.0, 1.0, 1.0, true, a),
+            (Activation::Elu, Some(a)) => Tensor::elu_backward(grad_out, 1.0, 1.0, 1.0, true, a),
+            (Activation::Elu, None) => Tensor::elu_backward(grad_out, 1.0, 1.0, 1.0, false, h),
             // `maximum(x, 0.2x)`: slope 1 where h > 0, 0.2 where h < 0 (at h = 0 exactly autograd splits the
             // gradient of the tie, 0.6; this gives 0.2)
-            Activation::LeakyRelu => h.leaky_relu_backward(grad_out, 0.2, false),
-            Activation::Relu => a.threshold_backward(grad_out, 0.0),
+            (Activation::LeakyRelu, _) => h.leaky_relu_backward(grad_out, 0.2, false),
+            (Activation::Relu, Some(a)) => a.threshold_backward(grad_out, 0.0),
+            (Activation::Relu, None) => h.threshold_backward(grad_out, 0.0),
         }
     }
 }
@@ -120,28 +123,46 @@ fn affine(l: &nn::Linear, h: &Tensor) -> Tensor {
     }
 }
 
+/// `g W`, the input gradient of `h Wᵀ + b`.
+///
+/// For a layer with 2 to 15 inputs (the first layer of a low-dimensional model) MKL's product with the
+/// row-major `[out, in]` weight takes a slow path, 3–5× slower than the same product with the weight's
+/// transposed copy read transposed (e.g. `[256, 128] × [128, 2]`: 53 µs against 16 µs including the copy, one
+/// thread): that case copies `Wᵀ` (a few hundred floats) once per call. Other widths read `W` as it is.
+///
+/// # Shapes
+/// `g: [B, out]`, `w: [out, in]` → `[B, in]`.
+fn input_grad(g: &Tensor, w: &Tensor) -> Tensor {
+    if (2..16).contains(&w.size()[1]) {
+        g.mm(&w.tr().contiguous().tr())
+    } else {
+        g.mm(w)
+    }
+}
+
 impl Mlp {
-    /// `f` and `∇ₓf` in closed form: one forward pass keeping the pre-activations, then the backward pass
-    /// written out, `g ← (g ⊙ φ'(hᵢ)) Wᵢ` from the last layer down (`g` starts as the last layer's weight row,
-    /// broadcast over the batch). Runs under `no_grad`: no graph is built.
+    /// `∇ₓf` in closed form, and `f` when `with_f`: one forward pass keeping the pre-activations, then the
+    /// backward pass written out, `g ← (g ⊙ φ'(hᵢ)) Wᵢ` from the last layer down (`g` starts as the last layer's
+    /// weight row, broadcast over the batch). Without `f` the last hidden activation and the output layer are
+    /// not computed. Call it under `no_grad`: the ops build no graph then.
     ///
     /// # Shapes
-    /// `x: [B, D]` → `f: [B]`, `grad: [B, D]`.
-    fn closed_form_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+    /// `x: [B, D]` → `f: [B]` (when `with_f`), `grad: [B, D]`.
+    fn closed_form_score(&self, x: &Tensor, with_f: bool) -> (Option<Tensor>, Tensor) {
         let (hidden, last) = self.layers.split_at(self.layers.len() - 1);
         let mut pre = Vec::with_capacity(hidden.len());
-        let mut a = x.shallow_clone();
-        for l in hidden {
-            let h = affine(l, &a);
-            let next = self.activation.apply(&h);
+        let mut a = Some(x.shallow_clone());
+        for (i, l) in hidden.iter().enumerate() {
+            let h = affine(l, a.as_ref().expect("every activation but the last is kept"));
+            let next = (with_f || i + 1 < hidden.len()).then(|| self.activation.apply(&h));
             pre.push((h, std::mem::replace(&mut a, next)));
         }
-        let f = affine(&last[0], &a).squeeze_dim(-1);
+        let f = with_f.then(|| affine(&last[0], a.as_ref().expect("kept with f")).squeeze_dim(-1));
         let mut g = last[0].ws.shallow_clone(); // ∂f/∂a_last: [1, H]
         let mut a_out = a;
         for (l, (h, a_in)) in hidden.iter().zip(pre).rev() {
-            let gh = self.activation.backward(&g.expand_as(&h), &h, &a_out);
-            g = gh.mm(&l.ws);
+            let gh = self.activation.backward(&g.expand_as(&h), &h, a_out.as_ref());
+            g = input_grad(&gh, &l.ws);
             a_out = a_in;
         }
         if hidden.is_empty() {
@@ -159,7 +180,16 @@ impl EnergyModel for Mlp {
     /// # Shapes
     /// `x: [B, D]` → `f: [B]`, `grad: [B, D]`.
     fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
-        tch::no_grad(|| self.closed_form_score(x))
+        let (f, g) = tch::no_grad(|| self.closed_form_score(x, true));
+        (f.expect("asked for f"), g)
+    }
+
+    /// The closed form without `f` (no last hidden activation, no output layer).
+    ///
+    /// # Shapes
+    /// `x: [B, D]` → `[B, D]`.
+    fn score(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.closed_form_score(x, false)).1
     }
 
     /// # Shapes
@@ -223,6 +253,10 @@ mod tests {
     fn rel_errors(m: &Mlp, x: &Tensor) -> (f64, f64) {
         let (f, g) = m.f_and_score(x);
         let s = crate::autograd::score(m, x, false).unwrap();
+        let g_only = m.score(x);
+        assert!(
+            f64::try_from((&g_only - &g).abs().max()).unwrap() <= 1e-6 * (1.0 + f64::try_from(g.abs().max()).unwrap())
+        );
         assert_eq!(f.size(), s.f.size());
         assert_eq!(g.size(), s.grad.size());
         assert!(!f.requires_grad() && !g.requires_grad(), "the fast path builds no graph");

@@ -52,6 +52,15 @@ pub trait EnergyModel {
         crate::autograd::autograd_f_and_score(self, x)
     }
 
+    /// The score `∇ₓf(x)` alone, detached, for callers that do not need `f` (unrecorded Langevin steps). The
+    /// default is [`EnergyModel::f_and_score`]'s gradient; a closed form may skip what only `f` needs.
+    ///
+    /// # Shapes
+    /// `x: [B, *event_shape]` → `[B, *event_shape]`.
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.f_and_score(x).1
+    }
+
     /// The shape of one sample, without the batch dimension: `[D]` for vectors, `[C, H, W]` for images.
     fn event_shape(&self) -> Vec<i64>;
 
@@ -125,6 +134,9 @@ macro_rules! forward_energy_model {
             }
             fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
                 (**self).f_and_score(x)
+            }
+            fn score(&self, x: &Tensor) -> Tensor {
+                (**self).score(x)
             }
             fn event_shape(&self) -> Vec<i64> {
                 (**self).event_shape()

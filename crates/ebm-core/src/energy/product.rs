@@ -64,6 +64,17 @@ impl EnergyModel for ProductOfExperts<'_> {
         (f, g)
     }
 
+    /// `Σ wᵢ ∇fᵢ` from every expert's own [`EnergyModel::score`].
+    fn score(&self, x: &Tensor) -> Tensor {
+        let mut it = self.experts.iter();
+        let (w0, e0) = it.next().expect("validated non-empty");
+        let mut g = e0.score(x) * *w0;
+        for (w, e) in it {
+            g += e.score(x) * *w;
+        }
+        g
+    }
+
     fn event_shape(&self) -> Vec<i64> {
         self.event.clone()
     }
@@ -120,5 +131,6 @@ mod tests {
         let want = crate::autograd::score(&p, &x, false).unwrap();
         let rel = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max() / b.abs().max()).unwrap();
         assert!(rel(&f, &want.f) < 1e-5 && rel(&g, &want.grad) < 1e-5);
+        assert!(rel(&p.score(&x), &want.grad) < 1e-5);
     }
 }

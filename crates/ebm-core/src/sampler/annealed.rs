@@ -4,7 +4,7 @@
 //! Compositions of noise-conditional experts compose at every level, so they are sampled the same way.
 
 use super::{Chain, Sampler, StepDiag};
-use crate::autograd::sampler_score;
+use crate::autograd::{sampler_grad, sampler_score};
 use crate::check::check_input;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
@@ -133,10 +133,13 @@ impl AnnealedLangevin {
     /// `x ← x + α∇f_σ(x) + √(2α) z`, `α = step_ratio · σ²`, kept within 3σ of the clamp box.
     fn step_at(&self, m: &dyn EnergyModel, chain: &mut Chain, sigma: f64) -> Result<()> {
         let alpha = self.cfg.step_ratio * sigma * sigma;
-        let (f, grad) = sampler_score(m, &chain.x);
-        if chain.record {
+        let grad = if chain.record {
+            let (f, grad) = sampler_score(m, &chain.x);
             chain.trace.push(StepDiag::of(&f, &grad));
-        }
+            grad
+        } else {
+            sampler_grad(m, &chain.x)
+        };
         let x = &chain.x;
         let (mut next, mut mean) = tch::no_grad(|| {
             let mut mean = grad * alpha;
@@ -172,7 +175,7 @@ impl Sampler for AnnealedLangevin {
             let sigma = *self.sigmas.last().expect("validated: ≥ 1 level");
             let at = m.at_noise(sigma)?;
             check_input(&at.event_shape(), &chain.x, "annealed Langevin state x")?;
-            let (_, g) = sampler_score(at.as_ref(), &chain.x);
+            let g = sampler_grad(at.as_ref(), &chain.x);
             chain.x = tch::no_grad(|| &chain.x + g * (sigma * sigma));
             chain.x_mean = chain.x.shallow_clone();
         } else {

@@ -5,7 +5,7 @@
 //! `T = σ² / (2λ)`, reported by [`LangevinConfig::temperature`].
 
 use super::{Chain, Sampler, StepDiag};
-use crate::autograd::sampler_score;
+use crate::autograd::{sampler_grad, sampler_score};
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
@@ -107,10 +107,14 @@ impl Langevin {
         x: &Tensor,
         diag: Option<&mut Vec<StepDiag>>,
     ) -> (Tensor, Tensor) {
-        let (f, g) = sampler_score(m, x);
-        if let Some(d) = diag {
-            d.push(StepDiag::of(&f, &g));
-        }
+        let g = match diag {
+            Some(d) => {
+                let (f, g) = sampler_score(m, x);
+                d.push(StepDiag::of(&f, &g));
+                g
+            }
+            None => sampler_grad(m, x),
+        };
         tch::no_grad(|| {
             // `g` may be an expanded view (autograd's gradient of a sum): every update writes a fresh tensor
             // first, then works in place on it
@@ -118,7 +122,7 @@ impl Langevin {
                 Some(c) => g.clamp(-c, c) * self.cfg.step_size,
                 None => g * self.cfg.step_size,
             };
-            x_mean += x.detach();
+            x_mean += x;
             let sigma = self.cfg.sigma();
             let mut x_next = if sigma > 0.0 {
                 // z·σ drawn in place into one buffer (the same numbers as `randn_like() * σ`), then `+ x_mean`

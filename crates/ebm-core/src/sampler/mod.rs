@@ -457,6 +457,7 @@ mod tests {
         let x0 = Init::Uniform { low: -2.0, high: 2.0 }.sample(128, &[2], Device::Cpu);
         let configs = [
             "kind = \"langevin\"\nstep_size = 0.01\ngrad_clip = 5.0\nclamp = [-3.0, 3.0]\nrecord = true",
+            "kind = \"langevin\"\nstep_size = 0.01\nnoise = 0.05",
             "kind = \"mala\"\nstep_size = 0.02\nrecord = true",
             "kind = \"hmc\"\nstep_size = 0.05\nleapfrog_steps = 3\nrecord = true",
             "kind = \"tempering\"\nbetas = [1.0, 0.5]\n[inner]\nkind = \"mala\"\nstep_size = 0.02",

@@ -162,6 +162,9 @@ impl EnergyModel for Tempered<'_> {
         let (f, g) = self.m.f_and_score(x);
         (f * self.beta, g * self.beta)
     }
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.m.score(x) * self.beta
+    }
     fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
         self.m.f_given(x, labels, sigma) * self.beta
     }
