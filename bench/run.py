@@ -3,7 +3,7 @@
 (bench/reference.py) interleaved, R repeats each, alternating which goes first, on the same shapes with the
 same thread count, and prints markdown tables of medians, spreads (min-max) and Rust/PyTorch ratios.
 
-    .venv/bin/python bench/run.py                   # W1, W2, W3 with the defaults (about 6-8 minutes)
+    .venv/bin/python bench/run.py                   # W1 (six sizes), W2, W3 with the defaults (about 10 minutes)
     .venv/bin/python bench/run.py --quick           # smoke run (about 1-2 minutes)
     .venv/bin/python bench/run.py --workloads w1 --repeats 7 --out bench/last.md --raw bench/last.jsonl
 
