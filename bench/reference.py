@@ -16,6 +16,7 @@ Usage: .venv/bin/python bench/reference.py --workload w1|w2|w3 --threads 2 --ite
 import argparse
 import json
 import math
+import resource
 import sys
 import time
 
@@ -57,10 +58,16 @@ def timing_line(workload, case, repeat, iters, timer, units_per_iter, unit, extr
         "per_s": units_per_iter * iters / seconds,
         "unit": unit,
         "cpu_util": timer.cpu_util,
+        "peak_rss_mib": peak_rss_mib(),
     }
     if extra:
         obj.update(extra)
     emit(obj)
+
+
+def peak_rss_mib():
+    """Peak resident memory of this process so far, MiB (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def uniform_(t, bound):
@@ -154,8 +161,41 @@ def kl_8gaussians(model, n_test=5000, grid=400, lo=-3.0, hi=3.0):
     return float((log_p_data(x).double() - model(x).double() + log_z).mean())
 
 
+def parse_size(text):
+    b, h = text.split("x")
+    return int(b), int(h)
+
+
+def w1_flops(b, h):
+    """FLOPs of the matrix products of one W1 iteration at batch b, width h. Must match `w1_flops` in bench.rs."""
+    d, k = 2.0, 20.0
+    layers = d * h + h * h + h
+
+    def fwd(n):
+        return 2.0 * n * layers
+
+    step = fwd(b) + fwd(b)
+    loss_bwd = fwd(2.0 * b) + 2.0 * (2.0 * b) * (h * h + h)
+    return k * step + 2.0 * fwd(b) + loss_bwd
+
+
+def w1_iters(iters, warmup, b, h):
+    """(timed, warm-up) iterations of a W1 size. Must match `w1_iters` in bench.rs."""
+    r = w1_flops(256, 128) / w1_flops(b, h)
+
+    def scale(n, lo):
+        # Rust's f64::round rounds halves away from zero
+        v = int(math.floor(n * r + 0.5))
+        return min(max(v, lo), max(n, lo))
+
+    return scale(iters, 3), scale(warmup, 1)
+
+
+def w1_case(b, h):
+    return "pcd" if (b, h) == (256, 128) else f"pcd_b{b}_h{h}"
+
+
 class W1:
-    batch = 256
     capacity = 10_000
     restart = 0.05
     k = 20
@@ -163,8 +203,9 @@ class W1:
     alpha = 0.1
     lr = 1e-3
 
-    def __init__(self):
-        self.model = Mlp(2, [128, 128])
+    def __init__(self, batch=256, width=128):
+        self.batch = batch
+        self.model = Mlp(2, [width, width])
         self.params = list(self.model.parameters())
         self.opt = torch.optim.Adam(self.params, lr=self.lr)
         self.buffer = torch.rand(self.capacity, 2) * 8.0 - 4.0
@@ -207,26 +248,48 @@ class W1:
         return loss_v, mp, mn, diag
 
 
+def sgemm_gflops(b, h):
+    """GFLOP/s of [b, h] x [h, h] float products, timed for about 0.3 s (as bench.rs)."""
+    a = torch.randn(b, h)
+    w = torch.randn(h, h)
+    for _ in range(3):
+        a.mm(w)
+    t0 = time.perf_counter()
+    n = 0
+    while n < 5 or time.perf_counter() - t0 < 0.3:
+        a.mm(w)
+        n += 1
+    return 2.0 * b * h * h * n / (time.perf_counter() - t0) / 1e9
+
+
 def run_w1(args):
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
     for r in range(args.repeats):
-        torch.manual_seed(args.seed + r)
-        w = W1()
-        for _ in range(args.warmup):
-            w.step()
-        with Timer() as t:
-            for _ in range(args.iters):
+        for b, h in sizes:
+            case = w1_case(b, h)
+            iters, warmup = w1_iters(args.iters, args.warmup, b, h)
+            torch.manual_seed(args.seed + r)
+            w = W1(b, h)
+            for _ in range(warmup):
                 w.step()
-        timing_line("w1", "pcd", r, args.iters, t, 1, "it/s")
-        emit(
-            {
-                "impl": "pytorch",
-                "workload": "w1",
-                "case": "pcd_quality",
-                "repeat": r,
-                "train_iters": args.warmup + args.iters,
-                "kl": kl_8gaussians(w.model),
-            }
-        )
+            with Timer() as t:
+                for _ in range(iters):
+                    w.step()
+            timing_line("w1", case, r, iters, t, 1, "it/s",
+                        {"batch": b, "width": h, "flops_per_iter": w1_flops(b, h), "score": "autograd"})
+            emit({"impl": "pytorch", "workload": "w1", "case": "sgemm", "repeat": r, "batch": b, "width": h,
+                  "gflops": sgemm_gflops(b, h)})
+            if case == "pcd":
+                emit(
+                    {
+                        "impl": "pytorch",
+                        "workload": "w1",
+                        "case": "pcd_quality",
+                        "repeat": r,
+                        "train_iters": warmup + iters,
+                        "kl": kl_8gaussians(w.model),
+                    }
+                )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,6 +420,7 @@ def main():
     p.add_argument("--dims", default="2,8,32,128,512,784", help="W2 dimensions")
     p.add_argument("--methods", default="exact,hutchinson,dsm", help="W2 methods")
     p.add_argument("--exact-budget", type=int, default=256, help="W2: exact SM runs ceil(budget/D) steps")
+    p.add_argument("--sizes", default="256x128", help="W1 sizes BATCHxWIDTH (MLP 2-W-W-1)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(

@@ -3,7 +3,7 @@
 (bench/reference.py) interleaved, R repeats each, alternating which goes first, on the same shapes with the
 same thread count, and prints markdown tables of medians, spreads (min-max) and Rust/PyTorch ratios.
 
-    .venv/bin/python bench/run.py                   # W1, W2, W3 with the defaults (about 6-8 minutes)
+    .venv/bin/python bench/run.py                   # W1 (six sizes), W2, W3 with the defaults (about 10 minutes)
     .venv/bin/python bench/run.py --quick           # smoke run (about 1-2 minutes)
     .venv/bin/python bench/run.py --workloads w1 --repeats 7 --out bench/last.md --raw bench/last.jsonl
 
@@ -35,6 +35,10 @@ QUICK = {
     "w2": dict(iters=5, warmup=1, repeats=1),
     "w3": dict(iters=1, warmup=1, repeats=2),
 }
+# W1 sizes BATCHxWIDTH; each runs in its own pair of processes (so that the peak memory is that size's), the
+# base size 256x128 for --iters iterations, the others for as many as give the same matmul work.
+W1_SIZES = "256x128,1024x128,4096x128,256x512,1024x512,4096x512"
+W1_SIZES_QUICK = "256x128,1024x512"
 W2_DIMS = "2,8,32,128,512,784"
 W2_DIMS_QUICK = "2,8,32,128"
 W2_METHODS = ["exact", "hutchinson", "dsm"]
@@ -131,13 +135,16 @@ def collect(args):
             v = getattr(args, k)
             if v is not None:
                 cfg[k] = v
-        for r in range(cfg["repeats"]):
+        sizes = args.sizes.split(",") if w == "w1" else [None]
+        for r, size in ((r, size) for r in range(cfg["repeats"]) for size in sizes):
             common = workload_args(w, cfg, args) + ["--seed", str(r)]
-            rust = [str(args.bin)] + common
+            if size:
+                common += ["--sizes", size]
+            rust = [str(args.bin)] + common + ["--score", args.rust_score]
             py = [args.python, str(ROOT / "bench" / "reference.py")] + common
             if w == "w2" and r > 0:
                 rust += ["--variance-probes", "0"]
-            if args.breakdown and w == "w1":
+            if args.breakdown and w == "w1" and size == "256x128":
                 rust += ["--breakdown"]
             runs = [(rust, None, None), (py, None, None)]
             if args.malloc_reference:
@@ -210,13 +217,16 @@ def fmt_num(x):
 
 
 def rate_table(rows, workload, case, unit, title, quality=None):
-    out = [f"### {title}", "", f"| | {unit} (median) | min–max | repeats |" + (" KL after training (median) |" if quality else ""),
-           "|---|---:|---:|---:|" + ("---:|" if quality else "")]
+    out = [f"### {title}", "", f"| | {unit} (median) | min–max | repeats | peak RSS MiB (median) |"
+           + (" KL after training (median) |" if quality else ""),
+           "|---|---:|---:|---:|---:|" + ("---:|" if quality else "")]
     for impl, label in IMPLS:
-        xs = [r["per_s"] for r in select(rows, impl, workload, case)]
+        sel = select(rows, impl, workload, case)
+        xs = [r["per_s"] for r in sel]
         if not xs:
             continue
-        line = f"| {label} | {fmt_num(med(xs))} | {spread(xs, '{:.1f}')} | {len(xs)} |"
+        rss = [r["peak_rss_mib"] for r in sel if "peak_rss_mib" in r]
+        line = f"| {label} | {fmt_num(med(xs))} | {spread(xs, '{:.1f}')} | {len(xs)} | {fmt_num(med(rss))} |"
         if quality:
             kl = [r["kl"] for r in select(rows, impl, workload, quality)]
             line += f" {med(kl):.3f} |" if kl else " - |"
@@ -230,6 +240,34 @@ def rate_table(rows, workload, case, unit, title, quality=None):
     for p in parts:
         xs = [r["ms_per_iter"] for r in select(rows, "rust", workload, p)]
         out.append(f"- Rust part `{p.split(':', 1)[1]}`: {fmt_num(med(xs))} ms per iteration (median)")
+    return out
+
+
+def w1_size_table(rows, sizes):
+    """Per W1 size: both sides' it/s, their paired ratio, the matmul bound from the measured sgemm rate, the
+    fraction of it each side reaches, and both sides' peak resident memory."""
+    out = ["### W1 at several sizes (MLP 2-H-H-1, batch B)", "",
+           "| B | H | GFLOP per iteration (matmuls) | sgemm GFLOP/s (measured) | matmul bound it/s | Rust it/s | "
+           "PyTorch it/s | Rust / PyTorch (median of paired ratios) | Rust share of bound | PyTorch share of bound | "
+           "peak RSS MiB Rust | peak RSS MiB PyTorch |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in sizes:
+        b, h = (int(v) for v in size.split("x"))
+        case = "pcd" if (b, h) == (256, 128) else f"pcd_b{b}_h{h}"
+        rust = select(rows, "rust", "w1", case)
+        py = select(rows, "pytorch", "w1", case)
+        if not rust or not py:
+            continue
+        flops = rust[0]["flops_per_iter"]
+        gemm = med([r["gflops"] for r in rows if r.get("case") == "sgemm" and r.get("batch") == b
+                    and r.get("width") == h and r.get("impl") == "rust"])
+        bound = gemm * 1e9 / flops
+        rr, pr = med([r["per_s"] for r in rust]), med([r["per_s"] for r in py])
+        ratios = paired_ratios(rows, "w1", case, "per_s")
+        rss = lambda sel: fmt_num(med([r["peak_rss_mib"] for r in sel if "peak_rss_mib" in r]))
+        out.append(f"| {b} | {h} | {flops / 1e9:.3g} | {fmt_num(gemm)} | {fmt_num(bound)} | {fmt_num(rr)} | "
+                   f"{fmt_num(pr)} | {med(ratios):.2f}× ({spread(ratios, '{:.2f}')}) | {rr / bound:.0%} | "
+                   f"{pr / bound:.0%} | {rss(rust)} | {rss(py)} |")
     return out
 
 
@@ -250,6 +288,13 @@ def w2_tables(rows, dims, methods):
             ratios = paired_ratios(rows, "w2", m, "per_s", d)
             line += f" {med(ratios):.2f}× |" if ratios else " - |"
         out.append(line)
+    peaks = []
+    for impl, label in IMPLS[:2]:
+        xs = [r["peak_rss_mib"] for r in rows if r.get("impl") == impl and r["workload"] == "w2" and "peak_rss_mib" in r]
+        if xs:
+            peaks.append(f"{label} {fmt_num(max(xs))} MiB")
+    if peaks:
+        out += ["", "- peak RSS of a W2 process (largest over the processes): " + ", ".join(peaks)]
     if "exact" in methods and "hutchinson" in methods:
         out += ["", "### W2 — exact / Hutchinson step-time ratio, and Hutchinson's estimator variance", "",
                 "| D | exact/Hutchinson Rust | exact/Hutchinson PyTorch | Var[vᵀ∇²f v] (1 probe, batch mean) | "
@@ -275,14 +320,16 @@ def w2_tables(rows, dims, methods):
 def report(rows, args, argv, t_start, t_end, loads):
     out = ["## Results", ""]
     busy = [r["busy_before"] for r in rows if r.get("busy_before") == r.get("busy_before") and "busy_before" in r]
-    procs = {(r["impl"], r["workload"], r["repeat"]): r for r in rows if "process_cpu_util" in r}
+    procs = {(r["impl"], r["workload"], r["repeat"], r.get("batch"), r.get("width")): r
+             for r in rows if "process_cpu_util" in r and "cpu_util" in r}
     utils = [p["process_cpu_util"] for p in procs.values()]
     reruns = sum(p["attempts"] - 1 for p in procs.values())
     contended = sum(1 for u in utils if u < args.min_cpu_util)
     out += [
         f"- command: `{argv}`",
         f"- machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}; {platform.system()} {platform.release()}",
-        f"- threads: {args.threads} (Rust `tch::set_num_threads`, PyTorch `torch.set_num_threads`)",
+        f"- threads: {args.threads} (Rust `tch::set_num_threads`, PyTorch `torch.set_num_threads`); Rust scores: "
+        f"{args.rust_score} (PyTorch: eager autograd)",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, wall time {t_end - t_start:.0f} s, "
         f"1-min load average at start/end {loads[0]:.2f}/{loads[1]:.2f}; busy CPU share just before each "
         f"benchmark process: median {med(busy):.0%}, max {max(busy) if busy else float('nan'):.0%}",
@@ -295,6 +342,8 @@ def report(rows, args, argv, t_start, t_end, loads):
         it = [r["train_iters"] for r in rows if r.get("case") == "pcd_quality"]
         out += rate_table(rows, "w1", "pcd", "it/s", f"W1 — PCD on 8 Gaussians (KL after {it[0] if it else '?'} iterations)",
                           quality="pcd_quality") + [""]
+    if "w1" in args.workloads and args.sizes != "256x128":
+        out += w1_size_table(rows, args.sizes.split(",")) + [""]
     if "w2" in args.workloads:
         dims = [int(d) for d in args.dims.split(",")]
         out += w2_tables(rows, dims, args.methods) + [""]
@@ -313,6 +362,9 @@ def main():
     p.add_argument("--repeats", type=int, help="override the repeats (processes per implementation)")
     p.add_argument("--dims", help=f"W2 dimensions (default {W2_DIMS}; --quick {W2_DIMS_QUICK})")
     p.add_argument("--methods", default=",".join(W2_METHODS), help="W2 methods")
+    p.add_argument("--sizes", help=f"W1 sizes BATCHxWIDTH (default {W1_SIZES}; --quick {W1_SIZES_QUICK})")
+    p.add_argument("--rust-score", choices=["fast", "autograd"], default="fast",
+                   help="how the Rust samplers take the score (the PyTorch reference always uses autograd)")
     p.add_argument("--exact-budget", type=int, default=256, help="W2: exact SM runs ceil(budget/D) steps")
     p.add_argument("--bin", default=str(ROOT / "target" / "release" / "bench"), help="the Rust benchmark binary")
     p.add_argument("--python", default=sys.executable, help="python that runs reference.py")
@@ -336,6 +388,8 @@ def main():
     if bad:
         p.error(f"unknown workload(s) {bad}; use w1, w2, w3")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.sizes is None:
+        args.sizes = W1_SIZES_QUICK if args.quick else W1_SIZES
     if args.dims is None:
         args.dims = W2_DIMS_QUICK if args.quick else W2_DIMS
     if args.quick and args.exact_budget == 256:

@@ -11,7 +11,7 @@
 //! `∫_box exp f`: the model restricted to the box, which is the natural density for images whose samples
 //! are clamped to the data range.
 
-use crate::autograd::score_unchecked;
+use crate::autograd::sampler_score;
 use crate::energy::{EnergyModel, FrozenParams};
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
@@ -237,10 +237,10 @@ struct Point {
 }
 
 fn point(m: &dyn EnergyModel, base: &AisBase, x: &Tensor) -> Point {
-    let s = score_unchecked(m, x, false);
-    let x = s.x.detach();
+    let (f, grad_f) = sampler_score(m, x);
+    let x = x.detach();
     let (lp0, grad_lp0) = tch::no_grad(|| base.log_prob_and_grad(&x));
-    Point { f: s.f.detach().to_kind(Kind::Float), grad_f: s.grad.detach(), x, lp0, grad_lp0 }
+    Point { f: f.to_kind(Kind::Float), grad_f, x, lp0, grad_lp0 }
 }
 
 impl Point {

@@ -6,7 +6,90 @@ use crate::check::check_input;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::Tensor;
+
+/// How the samplers (Langevin, MALA, HMC, parallel tempering, annealed Langevin, and so the contrastive
+/// negatives) take `f` and `∇ₓf`: through the model's [`EnergyModel::f_and_score`] (a closed form where the model
+/// has one, e.g. [`crate::energy::Mlp`]; autograd otherwise), or always by autograd. Both give the same values up
+/// to float rounding; `Autograd` is there to check that, and to time the difference. Score matching always uses
+/// autograd (it differentiates the score again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScorePath {
+    /// The model's [`EnergyModel::f_and_score`] (the default).
+    #[default]
+    Fast,
+    /// Autograd for every model ([`score`]).
+    Autograd,
+}
+
+impl ScorePath {
+    /// The name used in configs: `"fast"` or `"autograd"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScorePath::Fast => "fast",
+            ScorePath::Autograd => "autograd",
+        }
+    }
+}
+
+static FORCE_AUTOGRAD: AtomicBool = AtomicBool::new(false);
+
+/// Sets the score path of every sampler in this process (see [`ScorePath`]); returns the previous one.
+pub fn set_score_path(path: ScorePath) -> ScorePath {
+    let was = FORCE_AUTOGRAD.swap(path == ScorePath::Autograd, Ordering::Relaxed);
+    if was {
+        ScorePath::Autograd
+    } else {
+        ScorePath::Fast
+    }
+}
+
+/// The score path the samplers use now (see [`ScorePath`]).
+pub fn score_path() -> ScorePath {
+    if FORCE_AUTOGRAD.load(Ordering::Relaxed) {
+        ScorePath::Autograd
+    } else {
+        ScorePath::Fast
+    }
+}
+
+/// `f(x)` and `∇ₓf(x)` by autograd, detached: the default of [`EnergyModel::f_and_score`].
+///
+/// # Shapes
+/// `x: [B, *event]` → `f: [B]`, `grad: [B, *event]`.
+pub fn autograd_f_and_score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor) -> (Tensor, Tensor) {
+    let s = score_unchecked(m, x, false);
+    (s.f, s.grad)
+}
+
+/// `f(x)` and `∇ₓf(x)` for a sampler step, detached, by the process's [`ScorePath`]; no input checks (the
+/// samplers check their chains at the start and at the end). The gradient is a tensor of its own (never a view
+/// of a parameter), but it may be non-contiguous or expanded: update it out of place.
+///
+/// # Shapes
+/// `x: [B, *event]` → `f: [B]`, `grad: [B, *event]`.
+pub(crate) fn sampler_score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor) -> (Tensor, Tensor) {
+    keep_freed_memory_in_heap();
+    match score_path() {
+        ScorePath::Fast => m.f_and_score(x),
+        ScorePath::Autograd => autograd_f_and_score(m, x),
+    }
+}
+
+/// [`sampler_score`] without `f` (what an unrecorded Langevin step needs): the model's [`EnergyModel::score`] on
+/// the fast path.
+///
+/// # Shapes
+/// `x: [B, *event]` → `[B, *event]`.
+pub(crate) fn sampler_grad<M: EnergyModel + ?Sized>(m: &M, x: &Tensor) -> Tensor {
+    keep_freed_memory_in_heap();
+    match score_path() {
+        ScorePath::Fast => m.score(x),
+        ScorePath::Autograd => autograd_f_and_score(m, x).1,
+    }
+}
 
 /// `f` and its score at a point, from one forward and one backward pass.
 #[derive(Debug)]
@@ -42,7 +125,7 @@ pub fn score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor, create_graph: bool) -> 
 /// the process (glibc's dynamic threshold, capped at 32 MiB): after this the buffers are reused from
 /// the heap. A Python process running PyTorch is in that state already (its imports free large blocks).
 /// Results are unchanged; elsewhere than glibc this is one untouched allocation, freed at once.
-fn keep_freed_memory_in_heap() {
+pub(crate) fn keep_freed_memory_in_heap() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let block: Vec<u8> = Vec::with_capacity(16 << 20);

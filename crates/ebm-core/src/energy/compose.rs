@@ -61,6 +61,17 @@ impl Node {
         }
     }
 
+    /// Whether the node is a weighted sum of experts (no OR): then the same tree maps the experts' scores to the
+    /// composition's score.
+    fn is_linear(&self) -> bool {
+        match self {
+            Node::Expert(_) => true,
+            Node::Scale(_, n) => n.is_linear(),
+            Node::Sum(ns) => ns.iter().all(Node::is_linear),
+            Node::LogSumExp(_) => false,
+        }
+    }
+
     fn eval(&self, leaves: &[Tensor]) -> Tensor {
         match self {
             Node::Expert(i) => leaves[*i].shallow_clone(),
@@ -222,6 +233,25 @@ impl EnergyModel for Composition<'_> {
         self.root.eval(&leaves)
     }
 
+    /// For AND, weights and NOT (a weighted sum of the experts) the same sum of the experts' own
+    /// [`EnergyModel::f_and_score`]; with an OR in it, autograd.
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        if !self.root.is_linear() {
+            return crate::autograd::autograd_f_and_score(self, x);
+        }
+        let (fs, gs): (Vec<Tensor>, Vec<Tensor>) = self.experts.iter().map(|(_, e)| e.f_and_score(x)).unzip();
+        (self.root.eval(&fs), self.root.eval(&gs))
+    }
+
+    /// As [`Composition::f_and_score`], from the experts' [`EnergyModel::score`] when it is a weighted sum.
+    fn score(&self, x: &Tensor) -> Tensor {
+        if !self.root.is_linear() {
+            return self.f_and_score(x).1;
+        }
+        let gs: Vec<Tensor> = self.experts.iter().map(|(_, e)| e.score(x)).collect();
+        self.root.eval(&gs)
+    }
+
     fn event_shape(&self) -> Vec<i64> {
         self.event.clone()
     }
@@ -279,6 +309,14 @@ impl<M: EnergyModel> EnergyModel for Offset<M> {
     /// `x: [B, *event]` → `[B]`.
     fn f(&self, x: &Tensor) -> Tensor {
         self.inner.f(x) + self.offset
+    }
+    /// The inner model's `f + c` and its score unchanged.
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (f, g) = self.inner.f_and_score(x);
+        (f + self.offset, g)
+    }
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.inner.score(x)
     }
     fn event_shape(&self) -> Vec<i64> {
         self.inner.event_shape()
@@ -500,5 +538,28 @@ mod tests {
         assert!((share - 0.6739).abs() < 0.02, "share {share}");
         assert!(bool::try_from(x.abs().le(2.0).all()).unwrap());
         assert!(resample_in_box(&a, 1.0, -1.0, 10, 10, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn fast_scores_of_sums_offsets_and_mixtures_match_autograd() {
+        use crate::energy::{Mlp, MlpConfig};
+        tch::manual_seed(6);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let cfg = MlpConfig { in_dim: 2, hidden: vec![16, 16], ..Default::default() };
+        let (a, b) = (Mlp::new(&(vs.root() / "a"), &cfg).unwrap(), Mlp::new(&(vs.root() / "b"), &cfg).unwrap());
+        let x = Tensor::randn([21, 2], (tch::Kind::Float, Device::Cpu));
+        let rel = |got: &Tensor, want: &Tensor| f64::try_from((got - want).abs().max() / want.abs().max()).unwrap();
+        let check = |m: &dyn EnergyModel, what: &str| {
+            let want = crate::autograd::score(m, &x, false).unwrap();
+            let (f, g) = m.f_and_score(&x);
+            assert!(rel(&f, &want.f) < 1e-5 && rel(&g, &want.grad) < 1e-5, "{what}");
+            assert!(rel(&m.score(&x), &want.grad) < 1e-5, "{what}");
+        };
+        for source in ["a & 0.5*!b", "a | b", "2*a & (a | !b)"] {
+            let experts: Vec<(String, Box<dyn EnergyModel>)> =
+                vec![("a".into(), Box::new(&a)), ("b".into(), Box::new(&b))];
+            check(&Composition::parse(source, experts).unwrap(), source);
+        }
+        check(&Offset::new(&a, 1.5).unwrap(), "offset");
     }
 }

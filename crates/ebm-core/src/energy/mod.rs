@@ -38,6 +38,29 @@ pub trait EnergyModel {
     /// `x: [B, *event_shape]` → `[B]`.
     fn f(&self, x: &Tensor) -> Tensor;
 
+    /// `f(x)` and the score `∇ₓf(x)` together, both detached (no graph is kept, no parameter gradient is
+    /// built). What the samplers call at every step (see [`crate::autograd::ScorePath`]).
+    ///
+    /// The default takes the score by autograd ([`crate::autograd::autograd_f_and_score`]); a model that knows
+    /// its input gradient in closed form overrides this with a cheaper computation of the same values (e.g.
+    /// [`Mlp`]). An override must give the same values up to float rounding, must not return a view of a
+    /// parameter, and must work whether or not gradient mode is on.
+    ///
+    /// # Shapes
+    /// `x: [B, *event_shape]` → `f: [B]`, `grad: [B, *event_shape]`.
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        crate::autograd::autograd_f_and_score(self, x)
+    }
+
+    /// The score `∇ₓf(x)` alone, detached, for callers that do not need `f` (unrecorded Langevin steps). The
+    /// default is [`EnergyModel::f_and_score`]'s gradient; a closed form may skip what only `f` needs.
+    ///
+    /// # Shapes
+    /// `x: [B, *event_shape]` → `[B, *event_shape]`.
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.f_and_score(x).1
+    }
+
     /// The shape of one sample, without the batch dimension: `[D]` for vectors, `[C, H, W]` for images.
     fn event_shape(&self) -> Vec<i64>;
 
@@ -108,6 +131,12 @@ macro_rules! forward_energy_model {
         impl<T: EnergyModel + ?Sized> EnergyModel for $ty {
             fn f(&self, x: &Tensor) -> Tensor {
                 (**self).f(x)
+            }
+            fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+                (**self).f_and_score(x)
+            }
+            fn score(&self, x: &Tensor) -> Tensor {
+                (**self).score(x)
             }
             fn event_shape(&self) -> Vec<i64> {
                 (**self).event_shape()

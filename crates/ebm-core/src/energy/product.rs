@@ -50,6 +50,31 @@ impl EnergyModel for ProductOfExperts<'_> {
         acc
     }
 
+    /// `Σ wᵢ fᵢ` and `Σ wᵢ ∇fᵢ` from every expert's own [`EnergyModel::f_and_score`].
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let mut it = self.experts.iter();
+        let (w0, e0) = it.next().expect("validated non-empty");
+        let (f0, g0) = e0.f_and_score(x);
+        let (mut f, mut g) = (f0 * *w0, g0 * *w0);
+        for (w, e) in it {
+            let (fi, gi) = e.f_and_score(x);
+            f += fi * *w;
+            g += gi * *w;
+        }
+        (f, g)
+    }
+
+    /// `Σ wᵢ ∇fᵢ` from every expert's own [`EnergyModel::score`].
+    fn score(&self, x: &Tensor) -> Tensor {
+        let mut it = self.experts.iter();
+        let (w0, e0) = it.next().expect("validated non-empty");
+        let mut g = e0.score(x) * *w0;
+        for (w, e) in it {
+            g += e.score(x) * *w;
+        }
+        g
+    }
+
     fn event_shape(&self) -> Vec<i64> {
         self.event.clone()
     }
@@ -89,5 +114,23 @@ mod tests {
         let e = ProductOfExperts::new(vec![(1.0, Box::new(&a)), (1.0, Box::new(&b))]).err().unwrap();
         assert!(e.to_string().contains("event shape"), "{e}");
         assert!(ProductOfExperts::new(vec![]).is_err());
+    }
+
+    #[test]
+    fn fast_score_is_the_weighted_sum_of_the_experts_fast_scores() {
+        use crate::energy::{Mlp, MlpConfig};
+        tch::manual_seed(4);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let cfg = MlpConfig { in_dim: 2, hidden: vec![32, 32], ..Default::default() };
+        let (m1, m2) = (Mlp::new(&(vs.root() / "a"), &cfg).unwrap(), Mlp::new(&(vs.root() / "b"), &cfg).unwrap());
+        let gauss = Gaussian::isotropic(&[0.5, -0.5], 1.5, Device::Cpu).unwrap();
+        let x = Tensor::randn([33, 2], (tch::Kind::Float, Device::Cpu));
+        let p =
+            ProductOfExperts::new(vec![(0.7, Box::new(&m1)), (-0.3, Box::new(&m2)), (1.0, Box::new(&gauss))]).unwrap();
+        let (f, g) = p.f_and_score(&x);
+        let want = crate::autograd::score(&p, &x, false).unwrap();
+        let rel = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max() / b.abs().max()).unwrap();
+        assert!(rel(&f, &want.f) < 1e-5 && rel(&g, &want.grad) < 1e-5);
+        assert!(rel(&p.score(&x), &want.grad) < 1e-5);
     }
 }

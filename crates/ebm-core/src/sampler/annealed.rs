@@ -4,7 +4,7 @@
 //! Compositions of noise-conditional experts compose at every level, so they are sampled the same way.
 
 use super::{Chain, Sampler, StepDiag};
-use crate::autograd::score;
+use crate::autograd::{sampler_grad, sampler_score};
 use crate::check::check_input;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
@@ -133,14 +133,21 @@ impl AnnealedLangevin {
     /// `x ← x + α∇f_σ(x) + √(2α) z`, `α = step_ratio · σ²`, kept within 3σ of the clamp box.
     fn step_at(&self, m: &dyn EnergyModel, chain: &mut Chain, sigma: f64) -> Result<()> {
         let alpha = self.cfg.step_ratio * sigma * sigma;
-        let s = score(m, &chain.x, false)?;
-        if chain.record {
-            chain.trace.push(StepDiag::of(&s.f, &s.grad));
-        }
+        let grad = if chain.record {
+            let (f, grad) = sampler_score(m, &chain.x);
+            chain.trace.push(StepDiag::of(&f, &grad));
+            grad
+        } else {
+            sampler_grad(m, &chain.x)
+        };
         let x = &chain.x;
         let (mut next, mut mean) = tch::no_grad(|| {
-            let mean = x + s.grad * alpha;
-            (&mean + x.randn_like() * (2.0 * alpha).sqrt(), mean)
+            let mut mean = grad * alpha;
+            mean += x;
+            let mut next = mean.empty_like();
+            let _ = next.normal_(0.0, (2.0 * alpha).sqrt());
+            next += &mean;
+            (next, mean)
         });
         if let Some([lo, hi]) = self.cfg.clamp {
             next = next.clamp(lo - 3.0 * sigma, hi + 3.0 * sigma);
@@ -167,9 +174,13 @@ impl Sampler for AnnealedLangevin {
         if self.cfg.denoise {
             let sigma = *self.sigmas.last().expect("validated: ≥ 1 level");
             let at = m.at_noise(sigma)?;
-            let g = score(at.as_ref(), &chain.x, false)?.grad;
+            check_input(&at.event_shape(), &chain.x, "annealed Langevin state x")?;
+            let g = sampler_grad(at.as_ref(), &chain.x);
             chain.x = tch::no_grad(|| &chain.x + g * (sigma * sigma));
             chain.x_mean = chain.x.shallow_clone();
+        } else {
+            // the steps check the chains only when a level starts: check the end too
+            check_input(&m.event_shape(), &chain.x, "annealed Langevin state x")?;
         }
         if let Some([lo, hi]) = self.cfg.clamp {
             chain.x = chain.x.clamp(lo, hi);

@@ -10,7 +10,7 @@
 //! (a chain started afresh, e.g. at every contrastive iteration, adapts afresh).
 
 use super::{sq_norm, Chain, Sampler};
-use crate::autograd::score_unchecked;
+use crate::autograd::sampler_score;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
@@ -146,17 +146,16 @@ impl Sampler for Hmc {
         let eps = self.step_size(chain);
         let (cur_f, cur_grad) = chain.current_score(m);
         let x0 = chain.x.shallow_clone();
-        let b = x0.size()[0];
         let p0 = x0.randn_like();
         let mut p = tch::no_grad(|| &p0 + &cur_grad * (0.5 * eps));
         let mut x = x0.shallow_clone();
         let mut end = None;
         for l in 0..self.cfg.leapfrog_steps {
-            let s = score_unchecked(m, &tch::no_grad(|| &x + &p * eps), false);
+            x = tch::no_grad(|| &x + &p * eps);
+            let (f, grad) = sampler_score(m, &x);
             let kick = if l + 1 == self.cfg.leapfrog_steps { 0.5 * eps } else { eps };
-            p = tch::no_grad(|| &p + &s.grad * kick);
-            x = s.x.detach();
-            end = Some((s.f, s.grad));
+            p = tch::no_grad(|| &p + &grad * kick);
+            end = Some((f, grad));
         }
         let (f, grad) = end.unwrap_or((cur_f.shallow_clone(), cur_grad.shallow_clone()));
         let (accept, prob) = tch::no_grad(|| {
@@ -168,12 +167,12 @@ impl Sampler for Hmc {
             let prob = log_alpha.clamp_max(0.0).exp().where_self(&finite, &log_alpha.zeros_like());
             (accept, prob)
         });
-        let sums = Vec::<f64>::try_from(Tensor::stack(
-            &[accept.to_kind(Kind::Double).sum(Kind::Double), prob.sum(Kind::Double)],
-            0,
-        ))?;
-        chain.count_moves(sums[0], b as f64);
-        self.adapt(chain, sums[1] / b as f64);
+        chain.count_accepted(&accept);
+        if self.cfg.adapt.as_ref().is_some_and(|a| chain.t < a.warmup_steps) {
+            // dual averaging needs the mean acceptance probability of this step on the host (warm-up only)
+            let alpha = f64::try_from(prob.mean(Kind::Double))?;
+            self.adapt(chain, alpha);
+        }
         chain.accept(&accept, &x, &f, &grad, (cur_f, cur_grad));
         Ok(())
     }
@@ -246,9 +245,9 @@ mod tests {
         let x0 = Init::Gaussian { mean: 0.0, std: 1.0 }.sample(1000, &[2], Device::Cpu);
         let mut chain = Chain::new(&x0);
         let window = |chain: &mut Chain, n: usize| {
-            let before = chain.moves.unwrap_or((0.0, 0.0));
+            let before = chain.moves().unwrap_or((0.0, 0.0));
             s.advance(&g, chain, n).unwrap();
-            let after = chain.moves.unwrap();
+            let after = chain.moves().unwrap();
             (after.0 - before.0) / (after.1 - before.1)
         };
         let early = window(&mut chain, 1);

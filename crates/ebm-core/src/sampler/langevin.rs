@@ -5,7 +5,7 @@
 //! `T = σ² / (2λ)`, reported by [`LangevinConfig::temperature`].
 
 use super::{Chain, Sampler, StepDiag};
-use crate::autograd::score_unchecked;
+use crate::autograd::{sampler_grad, sampler_score};
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
@@ -107,21 +107,39 @@ impl Langevin {
         x: &Tensor,
         diag: Option<&mut Vec<StepDiag>>,
     ) -> (Tensor, Tensor) {
-        let s = score_unchecked(m, x, false);
-        if let Some(d) = diag {
-            d.push(StepDiag::of(&s.f, &s.grad));
-        }
-        tch::no_grad(|| {
-            let mut g = s.grad;
-            if let Some(c) = self.cfg.grad_clip {
-                g = g.clamp(-c, c);
+        let g = match diag {
+            Some(d) => {
+                let (f, g) = sampler_score(m, x);
+                d.push(StepDiag::of(&f, &g));
+                g
             }
-            let mut x_mean = s.x.detach() + g * self.cfg.step_size;
+            None => sampler_grad(m, x),
+        };
+        tch::no_grad(|| {
+            // `g` may be an expanded view (autograd's gradient of a sum): every update writes a fresh tensor
+            // first, then works in place on it
+            let mut x_mean = match self.cfg.grad_clip {
+                Some(c) => g.clamp(-c, c) * self.cfg.step_size,
+                None => g * self.cfg.step_size,
+            };
+            x_mean += x;
             let sigma = self.cfg.sigma();
-            let mut x_next = if sigma > 0.0 { &x_mean + x_mean.randn_like() * sigma } else { x_mean.shallow_clone() };
+            let mut x_next = if sigma > 0.0 {
+                // z·σ drawn in place into one buffer (the same numbers as `randn_like() * σ`), then `+ x_mean`
+                let mut z = x_mean.empty_like();
+                let _ = z.normal_(0.0, sigma);
+                z += &x_mean;
+                z
+            } else {
+                x_mean.shallow_clone()
+            };
             if let Some([lo, hi]) = self.cfg.clamp {
-                x_next = x_next.clamp(lo, hi);
                 x_mean = x_mean.clamp(lo, hi);
+                if sigma > 0.0 {
+                    let _ = x_next.clamp_(lo, hi);
+                } else {
+                    x_next = x_mean.shallow_clone();
+                }
             }
             (x_next, x_mean)
         })

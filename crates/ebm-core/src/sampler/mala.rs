@@ -3,11 +3,10 @@
 //! Unlike unadjusted Langevin it leaves `exp(f)` exactly invariant, at any step size.
 
 use super::{sq_norm, Chain, Sampler};
-use crate::autograd::score_unchecked;
+use crate::autograd::sampler_score;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::Kind;
 
 /// Parameters of [`Mala`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,19 +46,25 @@ impl Sampler for Mala {
         let noise = (2.0 * eps).sqrt();
         let (cur_f, cur_grad) = chain.current_score(m);
         let x = &chain.x;
-        let b = x.size()[0];
-        let y = tch::no_grad(|| x + &cur_grad * eps + x.randn_like() * noise);
-        let prop = score_unchecked(m, &y, false);
-        let y = prop.x.detach();
+        let y = tch::no_grad(|| {
+            // (x + ε∇f) + √(2ε) z, the noise drawn in place into the result's buffer
+            let mut mean = &cur_grad * eps;
+            mean += x;
+            let mut y = mean.empty_like();
+            let _ = y.normal_(0.0, noise);
+            y += &mean;
+            y
+        });
+        let (prop_f, prop_grad) = sampler_score(m, &y);
         let accept = tch::no_grad(|| {
             let fwd = sq_norm(&(&y - x - &cur_grad * eps)) * (-1.0 / (4.0 * eps));
-            let bwd = sq_norm(&(x - &y - &prop.grad * eps)) * (-1.0 / (4.0 * eps));
-            let log_alpha = &prop.f - &cur_f + bwd - fwd;
+            let bwd = sq_norm(&(x - &y - &prop_grad * eps)) * (-1.0 / (4.0 * eps));
+            let log_alpha = &prop_f - &cur_f + bwd - fwd;
             let u = log_alpha.rand_like().log();
             u.lt_tensor(&log_alpha)
         });
-        chain.count_moves(f64::try_from(accept.to_kind(Kind::Double).sum(Kind::Double))?, b as f64);
-        chain.accept(&accept, &y, &prop.f, &prop.grad, (cur_f, cur_grad));
+        chain.count_accepted(&accept);
+        chain.accept(&accept, &y, &prop_f, &prop_grad, (cur_f, cur_grad));
         Ok(())
     }
 
@@ -78,7 +83,7 @@ mod tests {
     use crate::energy::{Gaussian, GaussianMixture};
     use crate::sampler::test_util::moments;
     use crate::sampler::{Init, Langevin, LangevinConfig};
-    use tch::{Device, Tensor};
+    use tch::{Device, Kind, Tensor};
 
     #[test]
     fn reproduces_a_correlated_gaussian_from_uniform_noise() {

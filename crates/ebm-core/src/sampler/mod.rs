@@ -68,8 +68,11 @@ pub struct Chain {
     pub record: bool,
     /// The recorded diagnostics.
     pub trace: Vec<StepDiag>,
-    /// `(accepted, proposed)` chain moves of a Metropolis-corrected sampler.
-    pub moves: Option<(f64, f64)>,
+    /// `(accepted, proposed)` chain moves of a Metropolis-corrected sampler counted on the host; those counted
+    /// by [`Chain::count_accepted`] are still on the device: read the total with [`Chain::moves`].
+    moves: Option<(f64, f64)>,
+    /// Accepted moves counted on the device (a `[]` f64 tensor), not yet in `moves`.
+    accepted: Option<Tensor>,
     /// `f` and `∇ₓf` at `x`, kept by samplers that reuse them at the next step (MALA).
     pub cache: Option<(Tensor, Tensor)>,
     /// Further sampler-specific state between steps, by name (HMC's adapted step size, parallel tempering's
@@ -88,6 +91,7 @@ impl Chain {
             record: false,
             trace: Vec::new(),
             moves: None,
+            accepted: None,
             cache: None,
             aux: BTreeMap::new(),
         }
@@ -99,17 +103,48 @@ impl Chain {
         self.moves = Some((a + accepted, p + proposed));
     }
 
+    /// Counts the Metropolis decisions `accept: [B]` (bool) without reading them back: the accepted count stays
+    /// on the device until [`Chain::moves`] or [`Chain::into_output`] reads it (no host sync per step).
+    pub fn count_accepted(&mut self, accept: &Tensor) {
+        let n = tch::no_grad(|| accept.sum(Kind::Double));
+        self.accepted = Some(match self.accepted.take() {
+            Some(mut a) => {
+                a += n;
+                a
+            }
+            None => n,
+        });
+        self.count_moves(0.0, accept.size()[0] as f64);
+    }
+
+    /// Adds the move counts of `other` (e.g. a replica's sub-chain) to this chain's, without reading them back.
+    pub fn absorb_moves(&mut self, other: &mut Chain) {
+        if let Some((a, p)) = other.moves.take() {
+            self.count_moves(a, p);
+        }
+        if let Some(n) = other.accepted.take() {
+            self.accepted = Some(match self.accepted.take() {
+                Some(a) => a + n,
+                None => n,
+            });
+        }
+    }
+
+    /// `(accepted, proposed)` moves so far (reads the device count back: one host sync); `None` before any
+    /// Metropolis decision.
+    pub fn moves(&self) -> Option<(f64, f64)> {
+        let (a, p) = self.moves?;
+        let dev = self.accepted.as_ref().and_then(|t| f64::try_from(t).ok()).unwrap_or(0.0);
+        Some((a + dev, p))
+    }
+
     /// `f` and `∇ₓf` at the current states, `[B]` and `[B, *event]`: taken from `cache` when the previous
     /// step left them there, computed otherwise; pushes their [`StepDiag`] when `record` is set. For samplers
     /// that reuse the score of the current state (MALA, HMC).
     pub fn current_score(&mut self, m: &dyn EnergyModel) -> (Tensor, Tensor) {
         let (f, grad) = match self.cache.take() {
             Some(c) => c,
-            None => {
-                let s = crate::autograd::score_unchecked(m, &self.x, false);
-                self.x = s.x.detach();
-                (s.f, s.grad)
-            }
+            None => crate::autograd::sampler_score(m, &self.x),
         };
         if self.record {
             self.trace.push(StepDiag::of(&f, &grad));
@@ -140,7 +175,7 @@ impl Chain {
 
     /// The chain's result.
     pub fn into_output(self) -> SampleOutput {
-        let acceptance = self.moves.and_then(|(a, p)| (p > 0.0).then(|| a / p));
+        let acceptance = self.moves().and_then(|(a, p)| (p > 0.0).then(|| a / p));
         SampleOutput { x: self.x, x_mean: self.x_mean, acceptance, trace: self.trace }
     }
 }
@@ -407,6 +442,49 @@ pub(crate) mod test_util {
         }
         fn event_shape(&self) -> Vec<i64> {
             vec![1]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{set_score_path, ScorePath};
+    use crate::energy::{Mlp, MlpConfig};
+    use tch::nn;
+
+    /// Every sampler that takes scores, run twice from the same start and seed, once through the MLP's closed-form
+    /// score and once through autograd: the chains agree to float rounding.
+    #[test]
+    fn fast_and_autograd_score_paths_give_the_same_chains() {
+        tch::manual_seed(12);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![64, 64], ..Default::default() }).unwrap();
+        let x0 = Init::Uniform { low: -2.0, high: 2.0 }.sample(128, &[2], Device::Cpu);
+        let configs = [
+            "kind = \"langevin\"\nstep_size = 0.01\ngrad_clip = 5.0\nclamp = [-3.0, 3.0]\nrecord = true",
+            "kind = \"langevin\"\nstep_size = 0.01\nnoise = 0.05",
+            "kind = \"mala\"\nstep_size = 0.02\nrecord = true",
+            "kind = \"hmc\"\nstep_size = 0.05\nleapfrog_steps = 3\nrecord = true",
+            "kind = \"tempering\"\nbetas = [1.0, 0.5]\n[inner]\nkind = \"mala\"\nstep_size = 0.02",
+        ];
+        for text in configs {
+            let sampler = toml::from_str::<SamplerConfig>(text).unwrap().build().unwrap();
+            let run = |path| {
+                let was = set_score_path(path);
+                tch::manual_seed(5);
+                let out = sampler.run(&m, &x0, 30).unwrap();
+                set_score_path(was);
+                out
+            };
+            let (fast, slow) = (run(ScorePath::Fast), run(ScorePath::Autograd));
+            let diff = f64::try_from((&fast.x - &slow.x).abs().max()).unwrap();
+            assert!(diff < 1e-4, "{}: chains differ by {diff}", sampler.name());
+            assert_eq!(fast.acceptance, slow.acceptance, "{}", sampler.name());
+            for (a, b) in fast.trace.iter().zip(&slow.trace) {
+                assert!((a.mean_f - b.mean_f).abs() < 1e-4 * (1.0 + b.mean_f.abs()), "{}", sampler.name());
+                assert!((a.mean_grad_norm - b.mean_grad_norm).abs() < 1e-4 * (1.0 + b.mean_grad_norm));
+            }
         }
     }
 }

@@ -158,6 +158,13 @@ impl EnergyModel for Tempered<'_> {
     fn f(&self, x: &Tensor) -> Tensor {
         self.m.f(x) * self.beta
     }
+    fn f_and_score(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let (f, g) = self.m.f_and_score(x);
+        (f * self.beta, g * self.beta)
+    }
+    fn score(&self, x: &Tensor) -> Tensor {
+        self.m.score(x) * self.beta
+    }
     fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
         self.m.f_given(x, labels, sigma) * self.beta
     }
@@ -303,9 +310,7 @@ impl Sampler for ParallelTempering {
             mv.sampler().step(&Tempered { m, beta }, &mut sub)?;
             if i == self.target {
                 chain.trace.append(&mut sub.trace);
-                if let Some((a, p)) = sub.moves {
-                    chain.count_moves(a, p);
-                }
+                chain.absorb_moves(&mut sub);
                 x_mean = Some(sub.x_mean);
             }
             if let Some((f, g)) = sub.cache {

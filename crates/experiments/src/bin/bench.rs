@@ -3,14 +3,16 @@
 //!
 //! Prints one JSON object per line on stdout, e.g.
 //! `{"impl":"rust","workload":"w1","case":"pcd","repeat":0,"iters":200,"seconds":1.2,"ms_per_iter":6.0,"per_s":166.7,"unit":"it/s"}`.
-//! W1 adds a `pcd_quality` line (KL after training), W2 a `hutchinson_variance` line per dimension.
+//! W1 adds a `pcd_quality` line (KL after training) and, per size, an `sgemm` line (the measured GFLOP/s of
+//! the hidden layer's matrix product, for the matmul bound); W2 a `hutchinson_variance` line per dimension.
+//! Timing lines carry `peak_rss_mib`, the process's peak resident memory so far (`VmHWM`).
 //!
 //! Every workload uses the library as a user would: W1 is `Contrastive` (replay buffer) plus `Adam`,
 //! W2 is `ScoreMatching` plus `Adam`, W3 is `Langevin::run` on `ConvEnergy`.
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
-use ebm_core::autograd::{hessian_trace_exact, hessian_trace_hutchinson, Probe};
+use ebm_core::autograd::{hessian_trace_exact, hessian_trace_hutchinson, Probe, ScorePath};
 use ebm_core::energy::{Activation, ConvConfig, ConvEnergy, EnergyModel, Mlp, MlpConfig};
 use ebm_core::objective::{Contrastive, ContrastiveConfig, Negatives, Objective, ScoreMatching, SmMethod};
 use ebm_core::optim::{Adam, AdamConfig};
@@ -23,7 +25,7 @@ use tch::{nn, Device, Kind, Tensor};
 /// Which workload to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Workload {
-    /// PCD with a replay buffer on 8 Gaussians (MLP 2-128-128-1).
+    /// PCD with a replay buffer on 8 Gaussians (MLP 2-H-H-1, batch B; `--sizes`).
     W1,
     /// Score matching training steps versus the input dimension (MLP D-256-256-1).
     W2,
@@ -101,6 +103,22 @@ struct Cli {
     /// W1: skip the KL evaluation after training (for profiling).
     #[arg(long)]
     no_kl: bool,
+    /// W1: sizes `BATCHxWIDTH` (MLP 2-W-W-1, batch B). Sizes other than 256x128 run
+    /// `w1_iters(--iters, B, W)` iterations (the same matmul work as --iters at 256x128, at least 3).
+    #[arg(long, value_delimiter = ',', default_value = "256x128")]
+    sizes: Vec<String>,
+    /// How the samplers take the score: the model's closed form (`fast`) or `autograd`.
+    #[arg(long, value_enum, default_value = "fast")]
+    score: ScoreArg,
+}
+
+/// `--score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScoreArg {
+    /// `EnergyModel::f_and_score` (the MLP's closed form).
+    Fast,
+    /// Autograd for every score.
+    Autograd,
 }
 
 const DSM_SIGMA: f64 = 0.1;
@@ -159,6 +177,18 @@ fn time_it(warmup: usize, iters: usize, mut step: impl FnMut() -> Result<()>) ->
     Ok(Timed { wall, cpu: process_cpu_seconds() - c0 })
 }
 
+/// The peak resident memory of this process so far, MiB (`VmHWM` of /proc/self/status; NaN where that is not
+/// readable).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
 /// The trainable parameters of a var store, sorted by name (as `Trainer` does).
 fn named_params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut p: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -206,46 +236,121 @@ fn kl_8gaussians(m: &dyn EnergyModel, c: &Tensor) -> Result<f64> {
     })
 }
 
+/// A W1 size: batch B and hidden width H of the MLP 2-H-H-1.
+fn parse_size(s: &str) -> Result<(i64, i64)> {
+    let parse = |v: &str| v.trim().parse::<i64>().ok().filter(|v| *v >= 1);
+    match s.split_once('x').map(|(b, h)| (parse(b), parse(h))) {
+        Some((Some(b), Some(h))) => Ok((b, h)),
+        _ => bail!("--sizes: '{s}' is not BATCHxWIDTH with both ≥ 1 (e.g. 256x128)"),
+    }
+}
+
+/// FLOPs of the matrix products of one W1 iteration at batch `b`, width `h` (2·m·n·k each): 20 Langevin steps
+/// of a forward and an input-gradient pass, then the loss's two forwards (x⁺, x⁻) and its backward (weight
+/// gradients of all three layers and input gradients of the upper two, on both batches). Must match
+/// `w1_flops` in bench/reference.py.
+fn w1_flops(b: i64, h: i64) -> f64 {
+    let (b, h, d, k) = (b as f64, h as f64, 2.0, 20.0);
+    let layers = d * h + h * h + h; // Σ in·out over the three layers
+    let fwd = |n: f64| 2.0 * n * layers;
+    let step = fwd(b) + fwd(b); // forward + input gradient (same products, transposed)
+    let loss_bwd = fwd(2.0 * b) + 2.0 * (2.0 * b) * (h * h + h);
+    k * step + 2.0 * fwd(b) + loss_bwd
+}
+
+/// Timed and warm-up iterations of a W1 size: the base size 256x128 runs `iters` / `warmup`; others as many as
+/// give the same matmul work (at least 3 timed, 1 warm-up). Must match `w1_iters` in bench/reference.py.
+fn w1_iters(iters: usize, warmup: usize, b: i64, h: i64) -> (usize, usize) {
+    let r = w1_flops(256, 128) / w1_flops(b, h);
+    let scale = |n: usize, min: usize| ((n as f64 * r).round() as usize).max(min).min(n.max(min));
+    (scale(iters, 3), scale(warmup, 1))
+}
+
+/// The case name of a W1 size: `pcd` for 256x128 (as before sizes existed), `pcd_b{B}_h{H}` otherwise.
+fn w1_case(b: i64, h: i64) -> String {
+    if (b, h) == (256, 128) {
+        "pcd".into()
+    } else {
+        format!("pcd_b{b}_h{h}")
+    }
+}
+
+/// GFLOP/s of `[b, h] × [h, h]` single-precision products (`mm`, the shape of W1's hidden layer), timed for
+/// about 0.3 s after a warm-up: the matmul bound of W1 at this size on this machine, measured in the same run.
+fn sgemm_gflops(b: i64, h: i64) -> f64 {
+    let a = Tensor::randn([b, h], (Kind::Float, Device::Cpu));
+    let w = Tensor::randn([h, h], (Kind::Float, Device::Cpu));
+    for _ in 0..3 {
+        let _ = a.mm(&w);
+    }
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while n < 5 || t0.elapsed().as_secs_f64() < 0.3 {
+        let _ = a.mm(&w);
+        n += 1;
+    }
+    2.0 * (b * h * h) as f64 * n as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
 fn run_w1(cli: &Cli) -> Result<()> {
     let c = centers();
+    let sizes = cli.sizes.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>>>()?;
     for r in 0..cli.repeats {
-        tch::manual_seed((cli.seed + r as u64) as i64);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model =
-            Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![128, 128], activation: Activation::Silu })?;
-        let cfg = ContrastiveConfig {
-            negatives: Negatives::Replay(BufferConfig {
-                capacity: 10_000,
-                restart_prob: 0.05,
-                init: Init::Uniform { low: -4.0, high: 4.0 },
-            }),
-            k: 20,
-            sampler: SamplerConfig::Langevin(LangevinConfig::seed_form(0.01)),
-            alpha: 0.1,
-        };
-        let mut obj = Contrastive::new(cfg, &model, Device::Cpu)?;
-        let mut adam = Adam::new(AdamConfig { lr: 1e-3, ..Default::default() }, named_params(&vs))?;
-        let secs = time_it(cli.warmup, cli.iters, || {
-            let pos = Batch::new(eight_gaussians(&c, 256));
-            let out = obj.loss(&model, &pos)?;
-            let loss = f64::try_from(&out.loss)?;
-            if !loss.is_finite() {
-                bail!("W1 loss is {loss}");
-            }
-            adam.zero_grad();
-            out.loss.backward();
-            adam.step();
-            Ok(())
-        })?;
-        emit(timing("w1", "pcd", r, cli.iters, secs, 1.0, "it/s"));
+        for &(b, h) in &sizes {
+            run_w1_size(cli, r, b, h, &c)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_w1_size(cli: &Cli, r: usize, b: i64, h: i64, c: &Tensor) -> Result<()> {
+    let case = w1_case(b, h);
+    let (iters, warmup) = w1_iters(cli.iters, cli.warmup, b, h);
+    tch::manual_seed((cli.seed + r as u64) as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![h, h], activation: Activation::Silu })?;
+    let cfg = ContrastiveConfig {
+        negatives: Negatives::Replay(BufferConfig {
+            capacity: 10_000,
+            restart_prob: 0.05,
+            init: Init::Uniform { low: -4.0, high: 4.0 },
+        }),
+        k: 20,
+        sampler: SamplerConfig::Langevin(LangevinConfig::seed_form(0.01)),
+        alpha: 0.1,
+    };
+    let mut obj = Contrastive::new(cfg, &model, Device::Cpu)?;
+    let mut adam = Adam::new(AdamConfig { lr: 1e-3, ..Default::default() }, named_params(&vs))?;
+    let secs = time_it(warmup, iters, || {
+        let pos = Batch::new(eight_gaussians(c, b));
+        let out = obj.loss(&model, &pos)?;
+        let loss = f64::try_from(&out.loss)?;
+        if !loss.is_finite() {
+            bail!("W1 loss is {loss}");
+        }
+        adam.zero_grad();
+        out.loss.backward();
+        adam.step();
+        Ok(())
+    })?;
+    let mut line = timing("w1", &case, r, iters, secs, 1.0, "it/s");
+    line["batch"] = json!(b);
+    line["width"] = json!(h);
+    line["flops_per_iter"] = json!(w1_flops(b, h));
+    line["peak_rss_mib"] = json!(peak_rss_mib());
+    line["score"] = json!(ebm_core::autograd::score_path().name());
+    emit(line);
+    emit(json!({"impl": "rust", "workload": "w1", "case": "sgemm", "repeat": r, "batch": b, "width": h,
+                "gflops": sgemm_gflops(b, h)}));
+    if case == "pcd" {
         if !cli.no_kl {
-            let kl = kl_8gaussians(&model, &c)?;
+            let kl = kl_8gaussians(&model, c)?;
             emit(json!({"impl": "rust", "workload": "w1", "case": "pcd_quality", "repeat": r,
-                        "train_iters": cli.warmup + cli.iters, "kl": kl}));
+                        "train_iters": warmup + iters, "kl": kl}));
         }
         // after the KL: the breakdown steps Adam on stale gradients
         if cli.breakdown {
-            w1_breakdown(cli, r, &model, &mut obj, &mut adam, &c)?;
+            w1_breakdown(cli, r, &model, &mut obj, &mut adam, c)?;
         }
     }
     Ok(())
@@ -348,6 +453,7 @@ fn run_w2(cli: &Cli) -> Result<()> {
                 })?;
                 let mut line = timing("w2", method.name(), r, n, secs, 1.0, "step/s");
                 line["dim"] = json!(d);
+                line["peak_rss_mib"] = json!(peak_rss_mib());
                 emit(line);
                 if cli.breakdown && method == W2Method::Hutchinson {
                     let secs = time_it(2, cli.iters, || {
@@ -393,7 +499,9 @@ fn run_w3(cli: &Cli) -> Result<()> {
             }
             Ok(())
         })?;
-        emit(timing("w3", "langevin", r, cli.iters, secs, W3_STEPS as f64, "step/s"));
+        let mut line = timing("w3", "langevin", r, cli.iters, secs, W3_STEPS as f64, "step/s");
+        line["peak_rss_mib"] = json!(peak_rss_mib());
+        emit(line);
     }
     Ok(())
 }
@@ -407,11 +515,16 @@ fn main() -> Result<()> {
         bail!("--dims must be positive");
     }
     tch::set_num_threads(cli.threads as i32);
+    ebm_core::autograd::set_score_path(match cli.score {
+        ScoreArg::Fast => ScorePath::Fast,
+        ScoreArg::Autograd => ScorePath::Autograd,
+    });
     eprintln!(
-        "bench: libtorch {}, {} threads, workload {:?}",
+        "bench: libtorch {}, {} threads, workload {:?}, scores {}",
         experiments::device::LIBTORCH_VERSION,
         tch::get_num_threads(),
-        cli.workload
+        cli.workload,
+        ebm_core::autograd::score_path().name()
     );
     match cli.workload {
         Workload::W1 => run_w1(&cli),

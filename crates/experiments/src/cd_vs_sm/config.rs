@@ -5,7 +5,7 @@ use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objecti
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Context, Result};
-use ebm_core::autograd::Probe;
+use ebm_core::autograd::{Probe, ScorePath};
 use ebm_core::data::{Source2d, OUTLIER_MADS};
 use ebm_core::energy::MlpConfig;
 use ebm_core::objective::{DrlConfig, EnergyDiscrepancyConfig, NceConfig, Negatives, ObjectiveConfig, SmMethod};
@@ -203,6 +203,10 @@ pub struct SamplingSettings {
     pub hmc: HmcConfig,
     /// Parallel-tempering settings (with `sampler = "pt"`).
     pub pt: TemperingConfig,
+    /// How every sampler of the run (the contrastive negatives and these samples) takes `∇ₓf`: `"fast"` (the
+    /// model's closed form, the default) or `"autograd"` (the same values up to float rounding; for checking
+    /// and timing). Score matching always uses autograd.
+    pub score: ScorePath,
 }
 
 impl Default for SamplingSettings {
@@ -213,6 +217,7 @@ impl Default for SamplingSettings {
             langevin_step: 1e-3,
             mala_steps: 300,
             mala_step: 2e-3,
+            score: ScorePath::Fast,
             sampler: FinalSampler::Mala,
             hmc: HmcConfig { step_size: 0.03, leapfrog_steps: 10, adapt: None, record: false },
             pt: TemperingConfig {
@@ -304,7 +309,7 @@ pub struct CdVsSmConfig {
     pub seed: u64,
     /// Device.
     pub device: DeviceArg,
-    /// CPU threads for libtorch (0: libtorch's default).
+    /// CPU threads for libtorch (0: automatic, see `device::auto_threads`: `OMP_NUM_THREADS` when set, else 1).
     pub threads: usize,
     /// Root folder of the runs.
     pub out: PathBuf,
@@ -683,6 +688,18 @@ mod tests {
         assert_eq!(abs.datasets[0], std::env::current_dir().unwrap().join("data/x.csv").display().to_string());
         assert_eq!(abs.datasets[1], "rings");
         assert_eq!(abs.with_absolute_paths().unwrap(), abs);
+    }
+
+    #[test]
+    fn sampling_score_is_fast_by_default_and_set_by_its_key() {
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            config::load::<CdVsSmConfig>(None, &sets)
+        };
+        assert_eq!(load(&[]).unwrap().sampling.score, ScorePath::Fast);
+        assert_eq!(load(&["sampling.score=\"autograd\""]).unwrap().sampling.score, ScorePath::Autograd);
+        let e = format!("{:#}", load(&["sampling.score=\"slow\""]).unwrap_err());
+        assert!(e.contains("score") && e.contains("slow") && e.contains("autograd"), "{e}");
     }
 
     #[test]

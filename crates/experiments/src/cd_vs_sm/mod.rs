@@ -74,7 +74,10 @@ pub fn run(cfg: &CdVsSmConfig, opts: &RunOptions) -> Result<Outcome<(PathBuf, Ve
     // the CSV files go into the run's fingerprint: a resume refuses them changed
     let files: Vec<PathBuf> = cfg.datasets.iter().filter(|d| Source2d::is_file_spec(d)).map(PathBuf::from).collect();
     let ctx = RunContext::for_config_with_data_files(cfg, "exp_cd_vs_sm", opts, &files)?;
+    let was = ebm_core::autograd::set_score_path(cfg.sampling.score);
+    eprintln!("exp_cd_vs_sm: sampler scores by {} (sampling.score)", cfg.sampling.score.name());
     let r = run_in(cfg, &ctx, &data);
+    ebm_core::autograd::set_score_path(was);
     Outcome::from_result(r, ctx.run_dir.path())
 }
 

@@ -91,21 +91,50 @@ pub struct RunContext {
     pub seed: u64,
 }
 
-/// Applies `--threads`, seeds libtorch, resolves the device and prints device and libtorch version.
-pub fn init(device: DeviceArg, seed: u64, threads: Option<usize>) -> Result<RunContext> {
-    if let Some(t) = threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        tch::set_num_threads(t as i32);
+/// The libtorch CPU thread count a run uses when neither `--threads` nor `threads` in the config gave one,
+/// with the reason printed at start: `OMP_NUM_THREADS` when the user set it (libtorch reads it), else 1.
+///
+/// One thread by default because the experiments' tensors are small (a 2-D toy density with a 128-wide MLP does
+/// tens of microseconds of work per op): a second libtorch thread gains little on an idle machine, and its
+/// OpenMP worker spins at every barrier, so when another process takes a core the run slows down several-fold.
+/// Measured on a 2-core machine (`exp_cd_vs_sm --quick`, see BENCHMARKS.md "Threads"): with one other busy
+/// process, 2 threads took 66 s and 1 thread 17.5 s.
+pub fn auto_threads(omp_num_threads: Option<&str>) -> (Option<usize>, String) {
+    match omp_num_threads.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(v) => (None, format!("OMP_NUM_THREADS={v} is set (libtorch's own choice from it)")),
+        None => (
+            Some(1),
+            "the default: small tensors gain little from a second thread, and spinning OpenMP threads slow \
+             down several-fold when another process takes a core; --threads N (or threads = N) to change"
+                .into(),
+        ),
     }
+}
+
+/// Applies `--threads` (or [`auto_threads`] without one), seeds libtorch, resolves the device and prints the
+/// device, the thread count and why, and the libtorch version.
+pub fn init(device: DeviceArg, seed: u64, threads: Option<usize>) -> Result<RunContext> {
+    let why = match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => {
+            tch::set_num_threads(t as i32);
+            "--threads / threads in the config".to_string()
+        }
+        None => {
+            let (t, why) = auto_threads(std::env::var("OMP_NUM_THREADS").ok().as_deref());
+            if let Some(t) = t {
+                tch::set_num_threads(t as i32);
+            }
+            why
+        }
+    };
     let dev = device.resolve().context("selecting the device")?;
     tch::manual_seed(seed as i64);
     if let Device::Cuda(_) = dev {
         tch::Cuda::manual_seed_all(seed);
     }
     let name = match dev {
-        Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
+        Device::Cpu => format!("cpu ({} libtorch thread(s): {why})", tch::get_num_threads()),
         Device::Cuda(n) => format!("cuda:{n} ({} CUDA device(s))", tch::Cuda::device_count()),
         other => format!("{other:?}"),
     };
@@ -135,6 +164,17 @@ mod tests {
         }
         let e = DeviceArg::Cuda(0).resolve().unwrap_err().to_string();
         assert!(e.contains("CUDA is not available"), "{e}");
+    }
+
+    #[test]
+    fn auto_threads_is_one_unless_omp_num_threads_is_set() {
+        let (t, why) = auto_threads(None);
+        assert_eq!(t, Some(1));
+        assert!(why.contains("--threads"), "{why}");
+        assert_eq!(auto_threads(Some(" ")).0, Some(1));
+        let (t, why) = auto_threads(Some("3"));
+        assert_eq!(t, None);
+        assert!(why.contains("OMP_NUM_THREADS=3"), "{why}");
     }
 
     #[test]

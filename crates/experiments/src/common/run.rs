@@ -152,7 +152,7 @@ pub struct StartOptions<'a> {
     pub device: DeviceArg,
     /// Seed.
     pub seed: u64,
-    /// libtorch CPU threads (0: libtorch's default).
+    /// libtorch CPU threads (0: automatic, see [`crate::device::auto_threads`]).
     pub threads: usize,
     /// Root folder of runs.
     pub out: &'a Path,

@@ -210,7 +210,7 @@ pub struct ImagesConfig {
     pub seed: u64,
     /// Device.
     pub device: DeviceArg,
-    /// CPU threads for libtorch (0: libtorch's default).
+    /// CPU threads for libtorch (0: automatic, see `device::auto_threads`: `OMP_NUM_THREADS` when set, else 1).
     pub threads: usize,
     /// Root folder of the runs.
     pub out: PathBuf,

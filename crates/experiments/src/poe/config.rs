@@ -345,8 +345,8 @@ pub struct PoeConfig {
     pub seed: u64,
     /// Device.
     pub device: DeviceArg,
-    /// CPU threads for libtorch (0: libtorch's default). 1 by default: the models are small, and on a busy
-    /// 2-core machine libtorch's thread pool is many times slower than one thread.
+    /// CPU threads for libtorch (0: automatic, see `device::auto_threads`). 1 by default: the models are small,
+    /// and on a busy 2-core machine libtorch's thread pool is many times slower than one thread.
     pub threads: usize,
     /// Root folder of the runs.
     pub out: PathBuf,
