@@ -87,7 +87,7 @@ fn quick_run_of_the_newer_objectives_with_parallel_tempering() {
     let md = std::fs::read_to_string(run.join("results.md")).unwrap();
     assert!(md.contains("parallel-tempering steps") && md.contains("| PT acc. |"), "{md}");
     assert!(md.contains("NCE's learned log Z against the grid's: 8gaussians: NCE"), "{md}");
-    assert!(md.contains("DRL 8×10") && md.contains("ED t=1 M=4") && md.contains("NCE ν=1"), "{md}");
+    assert!(md.contains("DRL 6×10") && md.contains("ED t=1 M=4") && md.contains("NCE ν=4"), "{md}");
 }
 
 #[test]
