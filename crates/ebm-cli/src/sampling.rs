@@ -9,7 +9,7 @@ use ebm_core::energy::FrozenParams;
 use ebm_core::eval::{ChainDiagnostics, Chains};
 use ebm_core::sampler::{Chain, Init, ParallelTempering};
 use ebm_core::{EnergyModel, SamplerConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
@@ -137,8 +137,6 @@ pub fn sampler_by_name(name: &str, run: &SamplerConfig) -> Result<SamplerConfig>
     t.insert("kind".into(), toml::Value::String(kind.into()));
     SamplerConfig::deserialize(toml::Value::Table(t)).map_err(|e| anyhow::anyhow!("--sampler {name}: {e}"))
 }
-
-use serde::Deserialize;
 
 /// Writes samples to `out`: `.csv` (with the data's column names when it had a header) or `.npy` for
 /// vectors; for images `.png` (a grid, plus the `.npy` beside it) or `.npy`. Returns the files written.

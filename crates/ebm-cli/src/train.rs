@@ -168,9 +168,6 @@ fn check_buildable(spec: &TrainSpec, data: &Dataset) -> Result<()> {
     if spec.sampling.n == 0 || spec.sampling.steps == 0 {
         bail!("sampling.n and sampling.steps must be at least 1");
     }
-    if spec.model.noise_conditional() && data.info.label_names.is_empty() && spec.data.labels {
-        bail!("data.labels = true needs a labelled data set");
-    }
     Ok(())
 }
 
