@@ -189,8 +189,8 @@ fn rounded(v: f64) -> String {
     }
 }
 
-/// The median of `v` (sorted in place; not empty).
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (sorted in place; not empty; the mean of the two middle values for an even count).
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

@@ -25,6 +25,7 @@
 //! A coordinate whose draws are all equal has ESS and R̂ `NaN`; the maxima and minima over coordinates
 //! are then `NaN` too (such chains cannot be called converged).
 
+use crate::data::csv_points::median;
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
@@ -178,7 +179,7 @@ impl<'a> Chains<'a> {
         for d in 0..self.dims {
             let split = self.split(d);
             bulk.push(rhat_of(&rank_normalise(&split)));
-            let med = median(split.iter().flatten().copied().collect());
+            let med = median(&mut split.iter().flatten().copied().collect::<Vec<f64>>());
             let fold: Vec<Vec<f64>> = split.iter().map(|s| s.iter().map(|v| (v - med).abs()).collect()).collect();
             folded.push(rhat_of(&rank_normalise(&fold)));
         }
@@ -213,17 +214,6 @@ fn extreme(v: &[f64], pick: fn(f64, f64) -> f64) -> f64 {
         return f64::NAN;
     }
     v.iter().copied().reduce(pick).unwrap_or(f64::NAN)
-}
-
-/// The median (mean of the two middle values for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -220,13 +220,22 @@ pub trait Sampler {
     /// # Shapes
     /// `x0: [B, *event]` → `x, x_mean: [B, *event]`.
     fn run(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<SampleOutput> {
+        Ok(self.run_chain(m, x0, n_steps)?.into_output())
+    }
+
+    /// [`Sampler::run`], returning the whole [`Chain`] (its `aux` state included, e.g. parallel tempering's
+    /// swap counts) instead of its output.
+    ///
+    /// # Shapes
+    /// `x0: [B, *event]` → `chain.x: [B, *event]`.
+    fn run_chain(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<Chain> {
         check_start(m, x0)?;
         let _frozen = FrozenParams::new(m);
         let mut chain = Chain::new(x0);
         chain.record = self.records();
         self.advance(m, &mut chain, n_steps)?;
         self.finish(m, &mut chain)?;
-        Ok(chain.into_output())
+        Ok(chain)
     }
 }
 

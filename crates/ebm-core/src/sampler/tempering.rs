@@ -17,8 +17,8 @@
 //! joint start is not the product of the tempered laws, so even from exact β = 1 samples the β = 1 replica
 //! drifts a little until the hot replicas have relaxed (run enough steps, or a persistent chain).
 
-use super::{check_start, Chain, Langevin, LangevinConfig, Mala, MalaConfig, SampleOutput, Sampler};
-use crate::energy::{EnergyModel, FrozenParams};
+use super::{Chain, Langevin, LangevinConfig, Mala, MalaConfig, SampleOutput, Sampler};
+use crate::energy::EnergyModel;
 use crate::error::{invalid, EbmError, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -229,12 +229,7 @@ impl ParallelTempering {
     /// # Shapes
     /// `x0: [B, *event]` → `x, x_mean: [B, *event]`, `K-1` rates.
     pub fn run_with_stats(&self, m: &dyn EnergyModel, x0: &Tensor, n_steps: usize) -> Result<(SampleOutput, Vec<f64>)> {
-        check_start(m, x0)?;
-        let _frozen = FrozenParams::new(m);
-        let mut chain = Chain::new(x0);
-        chain.record = self.records();
-        self.advance(m, &mut chain, n_steps)?;
-        self.finish(m, &mut chain)?;
+        let chain = self.run_chain(m, x0, n_steps)?;
         let rates = Self::swap_acceptance(&chain).unwrap_or_else(|| vec![f64::NAN; self.cfg.betas.len() - 1]);
         Ok((chain.into_output(), rates))
     }
@@ -459,7 +454,7 @@ mod tests {
         let s = ParallelTempering::new(cfg).unwrap();
         let g = Gaussian::isotropic(&[1.0], 1.0, Device::Cpu).unwrap();
         let x0 = Init::Gaussian { mean: 1.0, std: 1.0 }.sample(3000, &[1], Device::Cpu);
-        let _frozen = FrozenParams::new(&g);
+        let _frozen = crate::energy::FrozenParams::new(&g);
         let mut chain = Chain::new(&x0);
         chain.record = true;
         s.advance(&g, &mut chain, 1).unwrap();
