@@ -83,6 +83,7 @@ fn compose_and_check(
         step_ratio: 0.6,
         denoise: true,
         clamp: Some([0.0, 1.0]),
+        metropolis: false,
     })
     .unwrap();
     // chains start at random training images: none of them is a blue triangle

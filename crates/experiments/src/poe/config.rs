@@ -99,6 +99,9 @@ pub struct ImageSampling {
     pub step_ratio: f64,
     /// DSM-trained models: finish with a denoising step.
     pub denoise: bool,
+    /// DSM-trained models: Metropolis-adjust every annealed step (MALA at each level; see
+    /// [`ebm_core::sampler::AnnealedConfig::metropolis`]).
+    pub metropolis: bool,
     /// Where chains start: `noise` (`init`) or `data` (random training images).
     pub start: Start,
     /// The noise chains start from when `start = "noise"`.
@@ -116,6 +119,7 @@ impl Default for ImageSampling {
             steps_per_level: 100,
             step_ratio: 0.6,
             denoise: true,
+            metropolis: false,
             start: Start::Data,
             init: Init::Uniform { low: 0.0, high: 1.0 },
             steps: 100,

@@ -34,6 +34,7 @@ pub(super) fn annealed(im: &ImageSettings) -> AnnealedConfig {
         step_ratio: im.sampling.step_ratio,
         denoise: im.sampling.denoise,
         clamp: Some([0.0, 1.0]),
+        metropolis: im.sampling.metropolis,
     }
 }
 
@@ -164,7 +165,11 @@ fn sample_images(
     let x = match im.objective {
         ImageObjective::Dsm => {
             let sampler = AnnealedLangevin::new(annealed(im))?;
-            sampler.run(model, &x0, sampler.total_steps())?.x
+            let out = sampler.run(model, &x0, sampler.total_steps())?;
+            if let Some(a) = out.acceptance {
+                eprintln!("ebm-rs: annealed sampling: Metropolis acceptance {a:.3}");
+            }
+            out.x
         }
         ImageObjective::Contrastive => Langevin::new(s.langevin.clone())?.run(model, &x0, s.steps)?.x_mean,
     };
