@@ -120,6 +120,8 @@ pub fn run(args: &TrainArgs) -> Result<Outcome<PathBuf>> {
         device: spec.device,
         seed: spec.seed,
         threads: spec.threads,
+        // an MLP's Langevin chains split over 2 or more threads (ebm_core::threads)
+        split_chains: matches!(spec.model, crate::spec::ModelSpec::Mlp { .. }),
         out: &root,
         run_name: args.run_name.as_deref(),
         resume,

@@ -39,6 +39,7 @@ pub mod expr;
 pub mod objective;
 pub mod optim;
 pub mod sampler;
+pub mod threads;
 pub mod train;
 
 pub use batch::Batch;

@@ -210,6 +210,16 @@ impl EnergyModel for Mlp {
         vec![self.in_dim]
     }
 
+    /// The same layers (shallow handles of the same weight tensors).
+    fn thread_copy(&self) -> Option<Box<dyn EnergyModel + Send>> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| nn::Linear { ws: l.ws.shallow_clone(), bs: l.bs.as_ref().map(Tensor::shallow_clone) })
+            .collect();
+        Some(Box::new(Mlp { layers, activation: self.activation, in_dim: self.in_dim }))
+    }
+
     fn parameters(&self) -> Vec<Tensor> {
         self.layers
             .iter()

@@ -64,6 +64,13 @@ pub trait EnergyModel {
     /// The shape of one sample, without the batch dimension: `[D]` for vectors, `[C, H, W]` for images.
     fn event_shape(&self) -> Vec<i64>;
 
+    /// A handle to the same model (the same parameter tensors, nothing copied) that another thread may own,
+    /// or `None` (the default). A model that gives one has its Langevin chains split over the libtorch
+    /// threads on the CPU ([`crate::sampler::Langevin`]): its `f`/`score` must then only read the parameters.
+    fn thread_copy(&self) -> Option<Box<dyn EnergyModel + Send>> {
+        None
+    }
+
     /// Trainable parameters, frozen by the samplers while they run (no parameter gradients are built).
     /// Analytic models have none.
     fn parameters(&self) -> Vec<Tensor> {
@@ -140,6 +147,9 @@ macro_rules! forward_energy_model {
             }
             fn event_shape(&self) -> Vec<i64> {
                 (**self).event_shape()
+            }
+            fn thread_copy(&self) -> Option<Box<dyn EnergyModel + Send>> {
+                (**self).thread_copy()
             }
             fn parameters(&self) -> Vec<Tensor> {
                 (**self).parameters()

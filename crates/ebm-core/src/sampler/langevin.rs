@@ -9,7 +9,7 @@ use crate::autograd::{sampler_grad, sampler_score};
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// Parameters of [`Langevin`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +115,16 @@ impl Langevin {
             }
             None => sampler_grad(m, x),
         };
+        self.update(x, &g, None)
+    }
+
+    /// The move from `x` with score `g`: `x_mean = x + λ·clip(g)` and `x_next = x_mean + σz`, both kept in the
+    /// box when one is set. `noise` is `σz` when the caller drew it; without it `σz` is drawn here, in place
+    /// into the result's buffer (the same numbers as `randn_like() * σ`).
+    ///
+    /// # Shapes
+    /// `x`, `g`, `noise`: `[B, *event]` → two `[B, *event]`.
+    fn update(&self, x: &Tensor, g: &Tensor, noise: Option<&Tensor>) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             // `g` may be an expanded view (autograd's gradient of a sum): every update writes a fresh tensor
             // first, then works in place on it
@@ -124,14 +134,15 @@ impl Langevin {
             };
             x_mean += x;
             let sigma = self.cfg.sigma();
-            let mut x_next = if sigma > 0.0 {
-                // z·σ drawn in place into one buffer (the same numbers as `randn_like() * σ`), then `+ x_mean`
-                let mut z = x_mean.empty_like();
-                let _ = z.normal_(0.0, sigma);
-                z += &x_mean;
-                z
-            } else {
-                x_mean.shallow_clone()
+            let mut x_next = match (sigma > 0.0, noise) {
+                (false, _) => x_mean.shallow_clone(),
+                (true, Some(z)) => z + &x_mean,
+                (true, None) => {
+                    let mut z = x_mean.empty_like();
+                    let _ = z.normal_(0.0, sigma);
+                    z += &x_mean;
+                    z
+                }
             };
             if let Some([lo, hi]) = self.cfg.clamp {
                 x_mean = x_mean.clamp(lo, hi);
@@ -144,12 +155,90 @@ impl Langevin {
             (x_next, x_mean)
         })
     }
+
+    /// The threads to split `n` unrecorded steps of `chain` over: one copy of the model per chain thread
+    /// ([`crate::threads::chain_threads`]) when the chains are on the CPU, there are at least two threads with
+    /// [`MIN_ROWS_PER_THREAD`] chains each, and the model gives [`EnergyModel::thread_copy`]; empty otherwise
+    /// (the steps run on the calling thread).
+    fn split(&self, m: &dyn EnergyModel, chain: &Chain, n: usize) -> Vec<Box<dyn EnergyModel + Send>> {
+        if n < 2 || chain.record || chain.x.device() != Device::Cpu {
+            return Vec::new();
+        }
+        let threads = (crate::threads::chain_threads() as i64).min(chain.x.size()[0] / MIN_ROWS_PER_THREAD);
+        if threads < 2 {
+            return Vec::new();
+        }
+        (0..threads).map(|_| m.thread_copy()).collect::<Option<Vec<_>>>().unwrap_or_default()
+    }
+
+    /// `n` steps of `chain` with its rows split evenly over one thread per model copy, each thread with one
+    /// libtorch thread of its own. The noise of every step is drawn here first, in one call, so the result
+    /// does not depend on how the threads interleave (it differs from the unsplit steps, which draw it step
+    /// by step, but is the same from run to run).
+    fn advance_split(&self, copies: Vec<Box<dyn EnergyModel + Send>>, chain: &mut Chain, n: usize) {
+        let sigma = self.cfg.sigma();
+        let x = &chain.x;
+        let b = x.size()[0];
+        let z = (sigma > 0.0).then(|| {
+            let mut shape = vec![n as i64];
+            shape.extend(x.size());
+            let mut z = Tensor::empty(shape.as_slice(), (x.kind(), x.device()));
+            let _ = z.normal_(0.0, sigma);
+            z
+        });
+        let parts = copies.len() as i64;
+        let parts: Vec<(Tensor, Tensor)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = copies
+                .into_iter()
+                .enumerate()
+                .map(|(i, model)| {
+                    let (start, end) = (b * i as i64 / parts, b * (i as i64 + 1) / parts);
+                    let mut xi = x.narrow(0, start, end - start);
+                    let zi = z.as_ref().map(|z| z.narrow(1, start, end - start));
+                    scope.spawn(move || {
+                        tch::set_num_threads(1);
+                        let mut mean = xi.shallow_clone();
+                        for t in 0..n {
+                            let g = sampler_grad(model.as_ref(), &xi);
+                            (xi, mean) = self.update(&xi, &g, zi.as_ref().map(|z| z.select(0, t as i64)).as_ref());
+                        }
+                        (xi, mean)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a Langevin thread panicked")).collect()
+        });
+        let (xs, means): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
+        chain.x = Tensor::cat(&xs, 0);
+        chain.x_mean = Tensor::cat(&means, 0);
+        chain.t += n;
+    }
 }
+
+/// Chains per thread below which [`Langevin`] does not split its steps over threads (thinner products lose
+/// more than a second thread gains).
+pub const MIN_ROWS_PER_THREAD: i64 = 64;
 
 impl Sampler for Langevin {
     fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
         let diag = chain.record.then_some(&mut chain.trace);
         (chain.x, chain.x_mean) = self.step_from(m, &chain.x, diag);
+        Ok(())
+    }
+
+    /// `n` steps; on the CPU with [`crate::threads::chain_threads`] ≥ 2 the chains are split over that many
+    /// threads when the model allows it ([`EnergyModel::thread_copy`]; each thread runs one libtorch thread),
+    /// which also runs the element-wise kernels (too small for libtorch to split) in parallel.
+    fn advance(&self, m: &dyn EnergyModel, chain: &mut Chain, n: usize) -> Result<()> {
+        let copies = self.split(m, chain, n);
+        if !copies.is_empty() {
+            self.advance_split(copies, chain, n);
+            return Ok(());
+        }
+        for _ in 0..n {
+            self.step(m, chain)?;
+            chain.t += 1;
+        }
         Ok(())
     }
 
@@ -270,5 +359,48 @@ mod tests {
         assert!(e.to_string().contains("[B, 2]"), "{e}");
         let x = Tensor::from_slice(&[f32::INFINITY, 0.0]).view([1, 2]);
         assert!(s.run(&g, &x, 1).unwrap_err().to_string().contains("non-finite"));
+    }
+
+    #[test]
+    fn chains_split_over_threads_take_the_one_thread_steps_with_the_same_noise() {
+        // 20 steps of 256 chains of an MLP split over 2 threads: each thread takes its rows through the updates
+        // one thread would make with the noise drawn up front (as the split draws it), to float rounding
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = Mlp::new(&vs.root(), &MlpConfig::default()).unwrap();
+        let s = Langevin::new(LangevinConfig { clamp: Some([-3.0, 3.0]), ..LangevinConfig::seed_form(0.01) }).unwrap();
+        let x0 = Tensor::rand([256, 2], (Kind::Float, Device::Cpu)) * 6.0 - 3.0;
+        let n = 20;
+        let before = crate::threads::chain_threads();
+        crate::threads::set_chain_threads(2);
+        assert_eq!(s.split(&m, &Chain::new(&x0), n).len(), 2);
+        // a model that cannot be shared, too few chains per thread, or a recorded step: not split
+        let g = Gaussian::isotropic(&[0.0, 0.0], 1.0, Device::Cpu).unwrap();
+        assert!(s.split(&g, &Chain::new(&x0), n).is_empty());
+        assert!(s.split(&m, &Chain::new(&x0.narrow(0, 0, 100)), n).is_empty());
+        let mut recorded = Chain::new(&x0);
+        recorded.record = true;
+        assert!(s.split(&m, &recorded, n).is_empty());
+        tch::manual_seed(9);
+        let mut chain = Chain::new(&x0);
+        s.advance(&m, &mut chain, n).unwrap();
+        crate::threads::set_chain_threads(1);
+        assert!(s.split(&m, &Chain::new(&x0), n).is_empty());
+        crate::threads::set_chain_threads(before);
+        assert_eq!(chain.t, n);
+        tch::manual_seed(9);
+        let mut z = Tensor::empty([n as i64, 256, 2], (Kind::Float, Device::Cpu));
+        let _ = z.normal_(0.0, s.config().sigma());
+        let (mut x, mut mean) = (x0.shallow_clone(), x0.shallow_clone());
+        for t in 0..n {
+            let grad = m.score(&x);
+            (x, mean) = s.update(&x, &grad, Some(&z.select(0, t as i64)));
+        }
+        let gap = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        assert!(gap(&chain.x, &x) < 1e-5, "x differs by {}", gap(&chain.x, &x));
+        assert!(gap(&chain.x_mean, &mean) < 1e-5, "x_mean differs by {}", gap(&chain.x_mean, &mean));
+        // the chains moved, and stayed in the box
+        assert!(gap(&chain.x, &x0) > 0.1);
+        assert!(f64::try_from(chain.x.abs().max()).unwrap() <= 3.0);
     }
 }

@@ -110,6 +110,10 @@ struct Cli {
     /// How the samplers take the score: the model's closed form (`fast`) or `autograd`.
     #[arg(long, value_enum, default_value = "fast")]
     score: ScoreArg,
+    /// W1: spend --threads as libtorch intra-op threads, without splitting the Langevin chains over threads
+    /// (the layout before chain splitting; see `ebm_core::threads`).
+    #[arg(long)]
+    no_split: bool,
 }
 
 /// `--score`.
@@ -138,7 +142,8 @@ fn timing(workload: &str, case: &str, repeat: usize, iters: usize, t: Timed, uni
         "ms_per_iter": 1e3 * t.wall / iters as f64,
         "per_s": units * iters as f64 / t.wall,
         "unit": unit,
-        "cpu_util": t.cpu / (t.wall * tch::get_num_threads() as f64),
+        // the threads this process may keep busy: libtorch's, or the Langevin chain threads when it splits chains
+        "cpu_util": t.cpu / (t.wall * tch::get_num_threads().max(ebm_core::threads::chain_threads() as i32) as f64),
     })
 }
 
@@ -151,16 +156,19 @@ struct Timed {
     cpu: f64,
 }
 
-/// CPU seconds used so far by the threads of this process (from `/proc/self/task/*/schedstat`; NaN
-/// where that is not readable).
+/// CPU seconds used so far by this process, every thread it ran included (also those already ended, such as
+/// Langevin's chain threads): user + system time of `/proc/self/stat`, in clock ticks of 10 ms (NaN where that
+/// is not readable).
 fn process_cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
-    let ns: u64 = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 * 1e-9
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    // the fields after the command name (which may hold spaces) start with the state, field 3; utime and stime
+    // are fields 14 and 15
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return f64::NAN };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    match (f.get(11).and_then(|v| v.parse::<f64>().ok()), f.get(12).and_then(|v| v.parse::<f64>().ok())) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// Times `iters` calls of `step` after `warmup` untimed ones.
@@ -339,6 +347,7 @@ fn run_w1_size(cli: &Cli, r: usize, b: i64, h: i64, c: &Tensor) -> Result<()> {
     line["flops_per_iter"] = json!(w1_flops(b, h));
     line["peak_rss_mib"] = json!(peak_rss_mib());
     line["score"] = json!(ebm_core::autograd::score_path().name());
+    line["chain_threads"] = json!(ebm_core::threads::chain_threads());
     emit(line);
     emit(json!({"impl": "rust", "workload": "w1", "case": "sgemm", "repeat": r, "batch": b, "width": h,
                 "gflops": sgemm_gflops(b, h)}));
@@ -514,15 +523,15 @@ fn main() -> Result<()> {
     if cli.dims.iter().any(|d| *d < 1) {
         bail!("--dims must be positive");
     }
-    tch::set_num_threads(cli.threads as i32);
+    // W1 is an MLP sampled by Langevin: its chains split over the threads (ebm_core::threads)
+    let layout = ebm_core::threads::use_threads(cli.threads, cli.workload == Workload::W1 && !cli.no_split);
     ebm_core::autograd::set_score_path(match cli.score {
         ScoreArg::Fast => ScorePath::Fast,
         ScoreArg::Autograd => ScorePath::Autograd,
     });
     eprintln!(
-        "bench: libtorch {}, {} threads, workload {:?}, scores {}",
+        "bench: libtorch {}, {layout}, workload {:?}, scores {}",
         experiments::device::LIBTORCH_VERSION,
-        tch::get_num_threads(),
         cli.workload,
         ebm_core::autograd::score_path().name()
     );

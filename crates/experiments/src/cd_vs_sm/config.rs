@@ -384,7 +384,8 @@ impl Default for CdVsSmConfig {
     }
 }
 
-crate::common::cli::experiment_config!(CdVsSmConfig);
+// every model is an MLP sampled by Langevin: threads ≥ 2 split its chains
+crate::common::cli::experiment_config!(CdVsSmConfig, split_chains = true);
 
 impl CdVsSmConfig {
     /// Shrinks the budget for a smoke run of about a minute (same datasets and methods).

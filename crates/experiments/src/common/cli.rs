@@ -64,9 +64,13 @@ pub trait ExperimentConfig {
 }
 
 /// Implements [`ExperimentConfig`] for a config struct with the fields `device`, `seed`, `threads`, `out`
-/// and `run_name` and an inherent `make_quick`.
+/// and `run_name` and an inherent `make_quick`. `split_chains` (default `false`): its models are MLPs sampled by
+/// Langevin, so `threads` ≥ 2 split their chains over the threads ([`ebm_core::threads::use_threads`]).
 macro_rules! experiment_config {
     ($ty:ident) => {
+        $crate::common::cli::experiment_config!($ty, split_chains = false);
+    };
+    ($ty:ident, split_chains = $split:expr) => {
         impl $crate::ExperimentConfig for $ty {
             fn run_settings(&mut self) -> $crate::RunSettings<'_> {
                 $crate::RunSettings {
@@ -90,6 +94,7 @@ macro_rules! experiment_config {
                     device: self.device,
                     seed: self.seed,
                     threads: self.threads,
+                    split_chains: $split,
                     out: &self.out,
                     run_name: self.run_name.as_deref(),
                     resume: opts.resume.as_deref(),

@@ -111,21 +111,20 @@ pub fn auto_threads(omp_num_threads: Option<&str>) -> (Option<usize>, String) {
     }
 }
 
-/// Applies `--threads` (or [`auto_threads`] without one), seeds libtorch, resolves the device and prints the
-/// device, the thread count and why, and the libtorch version.
-pub fn init(device: DeviceArg, seed: u64, threads: Option<usize>) -> Result<RunContext> {
-    let why = match threads {
+/// Applies `--threads` (or [`auto_threads`] without one; with `split_chains`, 2 or more threads go to Langevin
+/// chains split over them, see [`ebm_core::threads::use_threads`]), seeds libtorch, resolves the device and
+/// prints the device, the thread count and why, and the libtorch version.
+pub fn init(device: DeviceArg, seed: u64, threads: Option<usize>, split_chains: bool) -> Result<RunContext> {
+    let (layout, why) = match threads {
         Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => {
-            tch::set_num_threads(t as i32);
-            "--threads / threads in the config".to_string()
-        }
+        Some(t) => (ebm_core::threads::use_threads(t, split_chains), "--threads / threads in the config".to_string()),
         None => {
             let (t, why) = auto_threads(std::env::var("OMP_NUM_THREADS").ok().as_deref());
-            if let Some(t) = t {
-                tch::set_num_threads(t as i32);
-            }
-            why
+            let layout = match t {
+                Some(t) => ebm_core::threads::use_threads(t, split_chains),
+                None => format!("{} libtorch thread(s)", tch::get_num_threads()),
+            };
+            (layout, why)
         }
     };
     let dev = device.resolve().context("selecting the device")?;
@@ -134,7 +133,7 @@ pub fn init(device: DeviceArg, seed: u64, threads: Option<usize>) -> Result<RunC
         tch::Cuda::manual_seed_all(seed);
     }
     let name = match dev {
-        Device::Cpu => format!("cpu ({} libtorch thread(s): {why})", tch::get_num_threads()),
+        Device::Cpu => format!("cpu ({layout}: {why})"),
         Device::Cuda(n) => format!("cuda:{n} ({} CUDA device(s))", tch::Cuda::device_count()),
         other => format!("{other:?}"),
     };

@@ -152,8 +152,11 @@ pub struct StartOptions<'a> {
     pub device: DeviceArg,
     /// Seed.
     pub seed: u64,
-    /// libtorch CPU threads (0: automatic, see [`crate::device::auto_threads`]).
+    /// CPU threads (0: automatic, see [`crate::device::auto_threads`]).
     pub threads: usize,
+    /// Spend `threads` ≥ 2 on Langevin chains split over them (MLP models; see
+    /// [`ebm_core::threads::use_threads`]) instead of libtorch threads.
+    pub split_chains: bool,
     /// Root folder of runs.
     pub out: &'a Path,
     /// Run name (default: a UTC timestamp).
@@ -184,7 +187,7 @@ impl RunContext {
     /// Call it after the config was validated: nothing is written before, and nothing is trained before the
     /// checks. The lock is released when the context is dropped.
     pub fn start_with_data_files<C: Serialize>(cfg: &C, o: &StartOptions<'_>, data_files: &[PathBuf]) -> Result<Self> {
-        let ctx = init(o.device, o.seed, (o.threads > 0).then_some(o.threads))?;
+        let ctx = init(o.device, o.seed, (o.threads > 0).then_some(o.threads), o.split_chains)?;
         let config_text = config::to_toml(cfg)?;
         let data = hash_data_files(data_files)?;
         let (run_dir, lock, fingerprint) = match o.resume {
