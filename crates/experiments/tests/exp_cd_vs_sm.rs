@@ -248,3 +248,34 @@ fn fast_and_autograd_scores_give_the_same_results() {
     }
     eprintln!("largest relative difference between the fast and autograd rows: {worst:e}");
 }
+
+/// The rows of a quick run on two_gaussians with replay CD (k = 20 Langevin steps per update, so the chains are
+/// split when `threads` ≥ 2), metric columns only.
+fn thread_rows(out: &Path, name: &str, threads: &str) -> (Vec<String>, String) {
+    let o = Command::new(BIN)
+        .current_dir(repo_root())
+        .env_remove("OMP_NUM_THREADS")
+        .args(["--quick", "--device", "cpu", "--threads", threads, "--datasets", "two_gaussians"])
+        .args(["--methods", "replay", "--set", "cd.k=20", "--run-name", name, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    let csv = std::fs::read_to_string(out.join("exp_cd_vs_sm").join(name).join("results.csv")).unwrap();
+    (csv.lines().skip(1).map(|r| r.split(',').take(12).collect::<Vec<_>>().join(",")).collect(), err)
+}
+
+/// Two threads split the Langevin chains over them (the start-up line says so), and a run repeats exactly:
+/// the noise of every split run of steps is drawn before the threads start.
+#[test]
+fn chains_split_over_two_threads_repeat_exactly() {
+    let out = tempfile::tempdir().unwrap();
+    let (a, err) = thread_rows(out.path(), "t2a", "2");
+    assert!(err.contains("2 threads: Langevin chains split over 2, 1 libtorch thread each"), "{err}");
+    let (b, _) = thread_rows(out.path(), "t2b", "2");
+    assert_eq!(a, b);
+    let (one, err) = thread_rows(out.path(), "t1", "1");
+    assert!(err.contains("1 libtorch thread(s)"), "{err}");
+    assert_eq!(one.len(), a.len());
+}
