@@ -8,15 +8,17 @@ use anyhow::{bail, Result};
 use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
+use ebm_core::energy::conditional::{Arch, ConditionalConfig};
 use ebm_core::energy::ConvConfig;
-use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
+use ebm_core::objective::{DrlConfig, JemConfig, Negatives, ObjectiveConfig, SmMethod};
 use ebm_core::optim::AdamConfig;
-use ebm_core::sampler::{BufferConfig, Init, LangevinConfig};
+use ebm_core::sampler::{BufferConfig, Init, LangevinConfig, RecoveryConfig};
 use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk` or `dsm`.
+/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk`, `dsm`, `jem`
+/// or `drl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageMethod {
@@ -26,11 +28,18 @@ pub enum ImageMethod {
     Cdk,
     /// Denoising score matching.
     Dsm,
+    /// JEM: a conv classifier's logits as an EBM ([`super::ConvLogits`]), cross-entropy on the labels plus
+    /// the replay-buffer contrastive term (the `cd` settings) on the label marginal.
+    Jem,
+    /// Diffusion recovery likelihood on a noise-conditional conv net (`drl.model`), sampled by recovery from
+    /// the top noise level down; its density is the model at the lowest level.
+    Drl,
 }
 
 impl ImageMethod {
     /// Every method.
-    pub const ALL: [ImageMethod; 3] = [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm];
+    pub const ALL: [ImageMethod; 5] =
+        [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm, ImageMethod::Jem, ImageMethod::Drl];
 
     /// The name in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -38,6 +47,8 @@ impl ImageMethod {
             ImageMethod::Replay => "replay",
             ImageMethod::Cdk => "cdk",
             ImageMethod::Dsm => "dsm",
+            ImageMethod::Jem => "jem",
+            ImageMethod::Drl => "drl",
         }
     }
 
@@ -54,6 +65,23 @@ impl ImageMethod {
             )),
             ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
             ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
+            ImageMethod::Jem => ObjectiveConfig::Jem(JemConfig {
+                contrastive: cfg.cd.objective(
+                    Negatives::Replay(BufferConfig {
+                        capacity: cfg.cd.buffer_capacity,
+                        restart_prob: cfg.cd.restart_prob,
+                        init: cfg.noise_init(),
+                    }),
+                    cfg.cd.k,
+                ),
+                gen_weight: cfg.jem.gen_weight,
+            }),
+            ImageMethod::Drl => ObjectiveConfig::Drl(DrlConfig {
+                scales: cfg.drl.scales.clone(),
+                k: cfg.drl.k,
+                step_ratio: cfg.drl.step_ratio,
+                alpha: cfg.drl.alpha,
+            }),
         }
     }
 }
@@ -185,6 +213,11 @@ pub struct EvalSettings {
     pub ais: AisSettings,
     /// Images per set in the out-of-distribution AUROC (test images vs noise vs shuffled pixels).
     pub ood_n: usize,
+    /// Ridge `r` (pixel-scale variance) of the Gaussian baseline `N(μ, Σ + r I)` beside the AIS results; unset:
+    /// `Δ²/12` with `Δ` the data's smallest grey-level step (uniform dequantisation of one level).
+    pub gaussian_ridge: Option<f64>,
+    /// Confidence bins of the expected calibration error (JEM).
+    pub ece_bins: usize,
 }
 
 impl Default for EvalSettings {
@@ -194,6 +227,66 @@ impl Default for EvalSettings {
             classifier: ClassifierConfig::default(),
             ais: AisSettings::default(),
             ood_n: 1000,
+            gaussian_ridge: None,
+            ece_bins: 10,
+        }
+    }
+}
+
+/// JEM settings (`--method jem`); the contrastive term takes the `cd` settings and the classifier the `model`
+/// trunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JemSettings {
+    /// Weight of the contrastive term beside the cross-entropy (0: a plain classifier).
+    pub gen_weight: f64,
+    /// Final samples from each class's `f(x | y)` (`sampling.n / L` chains per label) instead of the label
+    /// marginal `f(x)`.
+    pub class_conditional_samples: bool,
+}
+
+impl Default for JemSettings {
+    fn default() -> Self {
+        JemSettings { gen_weight: 1.0, class_conditional_samples: true }
+    }
+}
+
+/// Diffusion recovery likelihood settings (`--method drl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrlSettings {
+    /// The noise-conditional network (`noise_conditional` is forced on; labels are not used).
+    pub model: ConditionalConfig,
+    /// The noise ladder; the model's density is read at `scales.sigma_min`.
+    pub scales: ebm_core::sampler::NoiseScales,
+    /// Langevin steps on each recovery conditional per update.
+    pub k: usize,
+    /// Conditional step size `step_ratio · δ_t²`.
+    pub step_ratio: f64,
+    /// L2 penalty on `f_a`.
+    pub alpha: f64,
+    /// Sampling: Langevin steps per level of the descent.
+    pub steps_per_level: usize,
+    /// Sampling: Langevin steps on the top level's marginal, from `N(0, sigma_max²)`, before the descent.
+    pub top_steps: usize,
+}
+
+impl Default for DrlSettings {
+    fn default() -> Self {
+        DrlSettings {
+            model: ConditionalConfig {
+                arch: Arch::Conv,
+                widths: vec![32, 64, 64],
+                film: false,
+                noise_conditional: true,
+                ..Default::default()
+            },
+            scales: ebm_core::sampler::NoiseScales { sigma_max: 1.0, sigma_min: 0.05, levels: 6 },
+            k: 30,
+            step_ratio: 0.05,
+            alpha: 0.0,
+            steps_per_level: 30,
+            top_steps: 100,
         }
     }
 }
@@ -224,6 +317,10 @@ pub struct ImagesConfig {
     pub cd: CdSettings,
     /// Noise level σ of denoising score matching.
     pub dsm_sigma: f64,
+    /// JEM.
+    pub jem: JemSettings,
+    /// Diffusion recovery likelihood.
+    pub drl: DrlSettings,
     /// Final samples.
     pub sampling: SamplingSettings,
     /// TensorBoard images.
@@ -264,6 +361,8 @@ impl Default for ImagesConfig {
                 restart_prob: 0.05,
             },
             dsm_sigma: 0.1,
+            jem: JemSettings::default(),
+            drl: DrlSettings::default(),
             sampling: SamplingSettings::default(),
             log: LogSettings::default(),
             eval: EvalSettings::default(),
@@ -290,6 +389,9 @@ impl ImagesConfig {
         self.eval.ais.chains = self.eval.ais.chains.min(16);
         self.eval.ais.steps = self.eval.ais.steps.min(50);
         self.eval.ood_n = self.eval.ood_n.min(100);
+        self.drl.k = self.drl.k.min(5);
+        self.drl.steps_per_level = self.drl.steps_per_level.min(5);
+        self.drl.top_steps = self.drl.top_steps.min(5);
     }
 
     /// Checks names and ranges (unknown names list the valid ones), every method's objective, the conv
@@ -308,6 +410,16 @@ impl ImagesConfig {
         if !(self.dsm_sigma > 0.0) {
             bail!("dsm_sigma must be > 0, got {}", self.dsm_sigma);
         }
+        if let Some(r) = self.eval.gaussian_ridge {
+            if !(r > 0.0) || !r.is_finite() {
+                bail!("eval.gaussian_ridge must be > 0 (or unset), got {r}");
+            }
+        }
+        if self.eval.ece_bins == 0 {
+            bail!("eval.ece_bins must be ≥ 1");
+        }
+        user_keys(self.drl.model.validate(), KEYS)?;
+        user_keys(self.recovery().validate(), KEYS)?;
         user_keys(self.train.validate(), KEYS)?;
         user_keys(self.eval.classifier.validate(), KEYS)?;
         user_keys(self.ais_config().validate(), KEYS)?;
@@ -436,12 +548,32 @@ impl ImagesConfig {
         }
     }
 
+    /// The recovery sampler of `--method drl`.
+    pub fn recovery(&self) -> RecoveryConfig {
+        RecoveryConfig {
+            scales: self.drl.scales.clone(),
+            steps_per_level: self.drl.steps_per_level,
+            step_ratio: self.drl.step_ratio,
+            top_steps: self.drl.top_steps,
+        }
+    }
+
     /// A label for tables.
     pub fn label(&self) -> String {
         match self.method {
             ImageMethod::Replay => format!("replay buffer, {} Langevin steps", self.cd.k),
             ImageMethod::Cdk => format!("CD-{} from data", self.cd.k),
             ImageMethod::Dsm => format!("denoising SM, σ = {}", self.dsm_sigma),
+            ImageMethod::Jem => {
+                format!(
+                    "JEM (conv classifier, replay buffer, {} Langevin steps, weight {})",
+                    self.cd.k, self.jem.gen_weight
+                )
+            }
+            ImageMethod::Drl => format!(
+                "diffusion recovery likelihood ({} levels σ = {} … {}, {} steps per conditional)",
+                self.drl.scales.levels, self.drl.scales.sigma_max, self.drl.scales.sigma_min, self.drl.k
+            ),
         }
     }
 }
@@ -456,6 +588,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("buffer.capacity", "cd.buffer_capacity"),
     ("buffer.restart_prob", "cd.restart_prob"),
     ("score_matching.sigma", "dsm_sigma"),
+    ("recovery.scales", "drl.scales"),
+    ("recovery.steps_per_level", "drl.steps_per_level"),
+    ("recovery.step_ratio", "drl.step_ratio"),
+    ("conditional", "drl.model"),
     ("classifier", "eval.classifier"),
     ("ais.transition", "eval.ais"),
     ("ais.base", "data.scale"),
@@ -486,7 +622,7 @@ mod tests {
     #[test]
     fn bad_names_are_errors_listing_the_valid_ones() {
         let e = "pcd".parse::<ImageMethod>().unwrap_err();
-        assert!(e.contains("pcd") && e.contains("replay, cdk, dsm"), "{e}");
+        assert!(e.contains("pcd") && e.contains("replay, cdk, dsm, jem, drl"), "{e}");
         let cfg =
             ImagesConfig { data: DataSettings { dataset: "cifar".into(), ..Default::default() }, ..Default::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("folder:<path>"));
