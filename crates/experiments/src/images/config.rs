@@ -66,7 +66,7 @@ impl ImageMethod {
             ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
             ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
             ImageMethod::Jem => ObjectiveConfig::Jem(JemConfig {
-                contrastive: cfg.cd.objective(
+                contrastive: CdSettings { langevin: cfg.method_langevin(ImageMethod::Jem), ..cfg.cd.clone() }.objective(
                     Negatives::Replay(BufferConfig {
                         capacity: cfg.cd.buffer_capacity,
                         restart_prob: cfg.cd.restart_prob,
@@ -243,11 +243,16 @@ pub struct JemSettings {
     /// Final samples from each class's `f(x | y)` (`sampling.n / L` chains per label) instead of the label
     /// marginal `f(x)`.
     pub class_conditional_samples: bool,
+    /// The Langevin sampler of JEM's contrastive term and samples (unset: `cd.langevin`). JEM's logits are
+    /// sharper than the replay EBM's `f` (the cross-entropy makes them so), so its input gradients are larger
+    /// and `cd.langevin`'s step 10 with the ±0.03 clamp moves every pixel by the clamp at every step: the
+    /// chains bounce instead of settling. JEM's own setting (step 1, noise 0.01) works.
+    pub langevin: Option<LangevinConfig>,
 }
 
 impl Default for JemSettings {
     fn default() -> Self {
-        JemSettings { gen_weight: 1.0, class_conditional_samples: true }
+        JemSettings { gen_weight: 1.0, class_conditional_samples: true, langevin: None }
     }
 }
 
@@ -423,7 +428,11 @@ impl ImagesConfig {
         user_keys(self.train.validate(), KEYS)?;
         user_keys(self.eval.classifier.validate(), KEYS)?;
         user_keys(self.ais_config().validate(), KEYS)?;
-        user_keys(self.langevin().validate(), KEYS)?;
+        // each sampler under its own key (before the objectives, which name any sampler `langevin`)
+        user_keys(self.clamped(self.cd.langevin.clone()).validate(), KEYS)?;
+        if let Some(l) = &self.jem.langevin {
+            user_keys(self.clamped(l.clone()).validate(), &[("langevin", "jem.langevin")])?;
+        }
         // in_channels and image_size come from the data; the rest of the network is the user's
         user_keys(ConvConfig { in_channels: 1, image_size: [1, 1], ..self.model.clone() }.validate(), KEYS)?;
         // every method's objective, used or not
@@ -520,10 +529,23 @@ impl ImagesConfig {
         Ok(cfg)
     }
 
-    /// The Langevin sampler of training and sampling, clamped to the data range unless set otherwise.
+    /// The Langevin settings of `method` as written: `jem.langevin` for JEM when set, else `cd.langevin`.
+    pub fn method_langevin(&self, method: ImageMethod) -> LangevinConfig {
+        match (method, &self.jem.langevin) {
+            (ImageMethod::Jem, Some(l)) => l.clone(),
+            _ => self.cd.langevin.clone(),
+        }
+    }
+
+    /// The Langevin sampler of training and sampling of this run's method, clamped to the data range unless
+    /// set otherwise.
     pub fn langevin(&self) -> LangevinConfig {
+        self.clamped(self.method_langevin(self.method))
+    }
+
+    /// `l` clamped to the data range unless it sets its own clamp.
+    fn clamped(&self, mut l: LangevinConfig) -> LangevinConfig {
         let (lo, hi) = self.data.scale.range();
-        let mut l = self.cd.langevin.clone();
         l.clamp = l.clamp.or(Some([lo, hi]));
         l
     }
@@ -660,5 +682,57 @@ mod tests {
         };
         let abs = rel.with_absolute_paths().unwrap();
         assert_eq!(abs.data.dataset, format!("folder:{}", std::env::current_dir().unwrap().join("imgs").display()));
+    }
+
+    #[test]
+    fn jem_drl_and_baseline_settings_are_checked_and_errors_name_their_keys() {
+        assert_eq!("jem".parse::<ImageMethod>().unwrap(), ImageMethod::Jem);
+        assert_eq!("drl".parse::<ImageMethod>().unwrap(), ImageMethod::Drl);
+        let err = |f: &dyn Fn(&mut ImagesConfig)| {
+            let mut cfg = ImagesConfig::default();
+            f(&mut cfg);
+            cfg.validate().unwrap_err().to_string()
+        };
+        let e = err(&|c| c.drl.k = 0);
+        assert!(e.contains("drl.k"), "{e}");
+        let e = err(&|c| c.drl.scales.levels = 1);
+        assert!(e.starts_with("invalid value for drl.scales"), "{e}");
+        let e = err(&|c| c.drl.steps_per_level = 0);
+        assert!(e.contains("drl.steps_per_level"), "{e}");
+        let e = err(&|c| c.drl.model.widths = vec![]);
+        assert!(e.contains("drl.model.widths"), "{e}");
+        let e = err(&|c| c.jem.gen_weight = -1.0);
+        assert!(e.contains("jem.gen_weight"), "{e}");
+        let e = err(&|c| c.eval.gaussian_ridge = Some(0.0));
+        assert!(e.contains("eval.gaussian_ridge"), "{e}");
+        let e = err(&|c| c.eval.ece_bins = 0);
+        assert!(e.contains("eval.ece_bins"), "{e}");
+        // the objectives carry the settings
+        let cfg = ImagesConfig::default();
+        match ImageMethod::Drl.objective(&cfg) {
+            ObjectiveConfig::Drl(d) => assert_eq!((d.k, d.scales.sigma_min), (cfg.drl.k, cfg.drl.scales.sigma_min)),
+            other => panic!("{other:?}"),
+        }
+        match ImageMethod::Jem.objective(&cfg) {
+            ObjectiveConfig::Jem(j) => assert_eq!((j.contrastive.k, j.gen_weight), (cfg.cd.k, cfg.jem.gen_weight)),
+            other => panic!("{other:?}"),
+        }
+        // jem.langevin replaces cd.langevin for JEM only
+        let mut cfg = ImagesConfig::default();
+        cfg.jem.langevin = Some(LangevinConfig { step_size: 1.0, noise: Some(0.01), ..cfg.cd.langevin.clone() });
+        match ImageMethod::Jem.objective(&cfg) {
+            ObjectiveConfig::Jem(j) => match j.contrastive.sampler {
+                ebm_core::sampler::SamplerConfig::Langevin(l) => assert_eq!(l.step_size, 1.0),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.langevin().step_size, 10.0);
+        cfg.method = ImageMethod::Jem;
+        assert_eq!(cfg.langevin().step_size, 1.0);
+        assert_eq!(cfg.langevin().clamp, Some([-1.0, 1.0]));
+        cfg.jem.langevin.as_mut().unwrap().step_size = 0.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("jem.langevin"), "{e}");
     }
 }

@@ -1,6 +1,6 @@
 //! What `exp_images` measured: [`ImagesReport`] and its markdown.
 
-use super::config::ImagesConfig;
+use super::config::{ImageMethod, ImagesConfig};
 use ebm_core::classifier::SampleQuality;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -126,13 +126,39 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         cfg.train.batch_size,
         r.train_seconds,
         r.ms_per_iter,
-        cfg.cd.langevin.step_size,
+        cfg.langevin().step_size,
         cfg.langevin().sigma(),
         r.langevin_temperature,
-        cfg.cd.langevin.grad_clip.map(|c| format!("±{c}")).unwrap_or_else(|| "off".into()),
+        cfg.langevin().grad_clip.map(|c| format!("±{c}")).unwrap_or_else(|| "off".into()),
         cfg.sampling.n,
         cfg.sampling.steps,
     );
+    match cfg.method {
+        // the Langevin lines above describe the other methods; say what drl and jem do instead
+        ImageMethod::Drl => {
+            let (levels, rec) = (cfg.drl.scales.levels, cfg.recovery());
+            s = s.replace(
+                &format!("Samples: {} chains, {} Langevin steps from uniform noise", cfg.sampling.n, cfg.sampling.steps),
+                &format!(
+                    "Training: recovery conditionals by {} Langevin steps (step {} δ²); the density is the model at \
+                     σ = {}. Samples: {} chains from N(0, {}²), {} Langevin steps on the top level, then {} per level \
+                     down {} levels",
+                    cfg.drl.k,
+                    rec.step_ratio,
+                    cfg.drl.scales.sigma_min,
+                    cfg.sampling.n,
+                    cfg.drl.scales.sigma_max,
+                    rec.top_steps,
+                    rec.steps_per_level,
+                    levels - 1
+                ),
+            );
+        }
+        ImageMethod::Jem if cfg.jem.class_conditional_samples => {
+            s = s.replace("steps from uniform noise →", "steps from uniform noise on f(x | y), y = chain mod L →");
+        }
+        _ => {}
+    }
     let mut row = |k: &str, v: String| s.push_str(&format!("| {k} | {v} |\n"));
     row("classifier test accuracy", opt(r.classifier_test_accuracy, |v| format!("{:.1}%", 100.0 * v)));
     if let Some(c) = &r.jem_classifier {
