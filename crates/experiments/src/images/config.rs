@@ -66,14 +66,15 @@ impl ImageMethod {
             ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
             ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
             ImageMethod::Jem => ObjectiveConfig::Jem(JemConfig {
-                contrastive: CdSettings { langevin: cfg.method_langevin(ImageMethod::Jem), ..cfg.cd.clone() }.objective(
-                    Negatives::Replay(BufferConfig {
-                        capacity: cfg.cd.buffer_capacity,
-                        restart_prob: cfg.cd.restart_prob,
-                        init: cfg.noise_init(),
-                    }),
-                    cfg.cd.k,
-                ),
+                contrastive: CdSettings { langevin: cfg.method_langevin(ImageMethod::Jem), ..cfg.cd.clone() }
+                    .objective(
+                        Negatives::Replay(BufferConfig {
+                            capacity: cfg.cd.buffer_capacity,
+                            restart_prob: cfg.cd.restart_prob,
+                            init: cfg.noise_init(),
+                        }),
+                        cfg.cd.k,
+                    ),
                 gen_weight: cfg.jem.gen_weight,
             }),
             ImageMethod::Drl => ObjectiveConfig::Drl(DrlConfig {
@@ -274,6 +275,9 @@ pub struct DrlSettings {
     pub steps_per_level: usize,
     /// Sampling: Langevin steps on the top level's marginal, from `N(0, sigma_max²)`, before the descent.
     pub top_steps: usize,
+    /// AIS steps for this method (unset: `eval.ais.steps`): the density at `sigma_min` is far sharper than the
+    /// replay EBM's, and AIS from the uniform base needs a longer path to it.
+    pub ais_steps: Option<usize>,
 }
 
 impl Default for DrlSettings {
@@ -292,6 +296,7 @@ impl Default for DrlSettings {
             alpha: 0.0,
             steps_per_level: 30,
             top_steps: 100,
+            ais_steps: None,
         }
     }
 }
@@ -397,6 +402,7 @@ impl ImagesConfig {
         self.drl.k = self.drl.k.min(5);
         self.drl.steps_per_level = self.drl.steps_per_level.min(5);
         self.drl.top_steps = self.drl.top_steps.min(5);
+        self.drl.ais_steps = self.drl.ais_steps.map(|s| s.min(50));
     }
 
     /// Checks names and ranges (unknown names list the valid ones), every method's objective, the conv
@@ -562,7 +568,10 @@ impl ImagesConfig {
         let a = &self.eval.ais;
         AisConfig {
             chains: a.chains,
-            steps: a.steps,
+            steps: match self.method {
+                ImageMethod::Drl => self.drl.ais_steps.unwrap_or(a.steps),
+                _ => a.steps,
+            },
             sweeps: a.sweeps,
             schedule: a.schedule,
             base: AisBase::Uniform { low, high },

@@ -297,7 +297,7 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
             test_bits_per_dim: -test_ll / (d as f64 * std::f64::consts::LN_2),
             uniform_ll: -(d as f64) * (hi - lo).ln(),
             chains: cfg.eval.ais.chains,
-            steps: cfg.eval.ais.steps,
+            steps: cfg.ais_config().steps,
             seconds: t0.elapsed().as_secs_f64(),
         })
     } else {

@@ -138,7 +138,10 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         ImageMethod::Drl => {
             let (levels, rec) = (cfg.drl.scales.levels, cfg.recovery());
             s = s.replace(
-                &format!("Samples: {} chains, {} Langevin steps from uniform noise", cfg.sampling.n, cfg.sampling.steps),
+                &format!(
+                    "Samples: {} chains, {} Langevin steps from uniform noise",
+                    cfg.sampling.n, cfg.sampling.steps
+                ),
                 &format!(
                     "Training: recovery conditionals by {} Langevin steps (step {} δ²); the density is the model at \
                      σ = {}. Samples: {} chains from N(0, {}²), {} Langevin steps on the top level, then {} per level \
@@ -185,7 +188,7 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 a.steps,
                 a.ess,
                 // a few chains carry all the weight: the estimate (a lower bound in expectation) is unreliable
-                if a.ess < 0.1 * a.chains as f64 { "; unreliable: raise eval.ais.steps" } else { "" }
+                if a.ess < 0.1 * a.chains as f64 { "; unreliable: raise eval.ais.steps (drl: drl.ais_steps)" } else { "" }
             ),
         );
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
