@@ -188,7 +188,11 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 a.steps,
                 a.ess,
                 // a few chains carry all the weight: the estimate (a lower bound in expectation) is unreliable
-                if a.ess < 0.1 * a.chains as f64 { "; unreliable: raise eval.ais.steps (drl: drl.ais_steps)" } else { "" }
+                match (a.ess < 0.1 * a.chains as f64, cfg.method) {
+                    (false, _) => "",
+                    (true, ImageMethod::Drl) => "; unreliable: raise drl.ais_steps",
+                    (true, _) => "; unreliable: raise eval.ais.steps",
+                }
             ),
         );
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
