@@ -100,6 +100,39 @@ fn quick_digits_run_writes_samples_grid_and_sane_metrics() {
     assert!(num(&again, "train_seconds") < 1.0, "no training after resuming at the last update");
 }
 
+#[test]
+fn quick_jem_and_drl_runs_report_their_classifier_density_and_the_gaussian_baseline() {
+    let out = tempfile::tempdir().unwrap();
+    let mut gaussian = Vec::new();
+    for method in ["jem", "drl"] {
+        let o =
+            exp_images(&["--quick", "--method", method, "--out", out.path().to_str().unwrap(), "--run-name", method]);
+        assert!(o.status.success(), "{}", text(&o));
+        let run = out.path().join("exp_images").join(method);
+        let m = metrics(&run);
+        assert_eq!(m["method"], method);
+        if method == "jem" {
+            let acc = num(&m, "jem_classifier.test_accuracy");
+            let ece = num(&m, "jem_classifier.ece");
+            assert!((0.2..=1.0).contains(&acc) && (0.0..=1.0).contains(&ece), "accuracy {acc}, ECE {ece}");
+        } else {
+            assert!(m["jem_classifier"].is_null());
+        }
+        let (log_z, ll, se) = (num(&m, "ais.log_z"), num(&m, "ais.test_ll"), num(&m, "ais.test_ll_std_err"));
+        assert!(log_z.is_finite() && ll.is_finite(), "log Z {log_z}, test LL {ll}");
+        // the test LL's error holds log Z's
+        assert!(se >= num(&m, "ais.log_z_std_err") && num(&m, "ais.test_ll_sd") > 0.0);
+        // digits have 17 grey levels on [-1, 1]: the ridge is (2/16)²/12
+        assert!((num(&m, "gaussian.ridge") - 0.125f64.powi(2) / 12.0).abs() < 1e-12);
+        gaussian.push(num(&m, "gaussian.test_ll"));
+        let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+        assert!(md.contains("Gaussian baseline"), "{md}");
+    }
+    // the baseline depends on the split only
+    assert_eq!(gaussian[0], gaussian[1]);
+    assert!(gaussian[0] > -64.0 * 2f64.ln(), "the Gaussian beats uniform: {}", gaussian[0]);
+}
+
 /// Writes one gray image of `h × w` pixels with value `v` (in [0, 1]) as a PNG.
 fn write_png(path: &Path, h: i64, w: i64, v: f64) {
     // image_grid adds a 2-pixel border: ask for (h - 4) × (w - 4) so the file is h × w.

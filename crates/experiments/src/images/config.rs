@@ -8,15 +8,17 @@ use anyhow::{bail, Result};
 use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
+use ebm_core::energy::conditional::{Arch, ConditionalConfig};
 use ebm_core::energy::ConvConfig;
-use ebm_core::objective::{Negatives, ObjectiveConfig, SmMethod};
+use ebm_core::objective::{DrlConfig, JemConfig, Negatives, ObjectiveConfig, SmMethod};
 use ebm_core::optim::AdamConfig;
-use ebm_core::sampler::{BufferConfig, Init, LangevinConfig};
+use ebm_core::sampler::{BufferConfig, Init, LangevinConfig, RecoveryConfig};
 use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk` or `dsm`.
+/// How the image EBM is trained; its name in configs and on the command line is `replay`, `cdk`, `dsm`, `jem`
+/// or `drl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageMethod {
@@ -26,11 +28,18 @@ pub enum ImageMethod {
     Cdk,
     /// Denoising score matching.
     Dsm,
+    /// JEM: a conv classifier's logits as an EBM ([`super::ConvLogits`]), cross-entropy on the labels plus
+    /// the replay-buffer contrastive term (the `cd` settings) on the label marginal.
+    Jem,
+    /// Diffusion recovery likelihood on a noise-conditional conv net (`drl.model`), sampled by recovery from
+    /// the top noise level down; its density is the model at the lowest level.
+    Drl,
 }
 
 impl ImageMethod {
     /// Every method.
-    pub const ALL: [ImageMethod; 3] = [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm];
+    pub const ALL: [ImageMethod; 5] =
+        [ImageMethod::Replay, ImageMethod::Cdk, ImageMethod::Dsm, ImageMethod::Jem, ImageMethod::Drl];
 
     /// The name in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -38,6 +47,8 @@ impl ImageMethod {
             ImageMethod::Replay => "replay",
             ImageMethod::Cdk => "cdk",
             ImageMethod::Dsm => "dsm",
+            ImageMethod::Jem => "jem",
+            ImageMethod::Drl => "drl",
         }
     }
 
@@ -54,6 +65,24 @@ impl ImageMethod {
             )),
             ImageMethod::Cdk => ObjectiveConfig::Contrastive(cfg.cd.objective(Negatives::Data, cfg.cd.k)),
             ImageMethod::Dsm => ObjectiveConfig::ScoreMatching { method: SmMethod::Denoising { sigma: cfg.dsm_sigma } },
+            ImageMethod::Jem => ObjectiveConfig::Jem(JemConfig {
+                contrastive: CdSettings { langevin: cfg.method_langevin(ImageMethod::Jem), ..cfg.cd.clone() }
+                    .objective(
+                        Negatives::Replay(BufferConfig {
+                            capacity: cfg.cd.buffer_capacity,
+                            restart_prob: cfg.cd.restart_prob,
+                            init: cfg.noise_init(),
+                        }),
+                        cfg.cd.k,
+                    ),
+                gen_weight: cfg.jem.gen_weight,
+            }),
+            ImageMethod::Drl => ObjectiveConfig::Drl(DrlConfig {
+                scales: cfg.drl.scales.clone(),
+                k: cfg.drl.k,
+                step_ratio: cfg.drl.step_ratio,
+                alpha: cfg.drl.alpha,
+            }),
         }
     }
 }
@@ -185,6 +214,11 @@ pub struct EvalSettings {
     pub ais: AisSettings,
     /// Images per set in the out-of-distribution AUROC (test images vs noise vs shuffled pixels).
     pub ood_n: usize,
+    /// Ridge `r` (pixel-scale variance) of the Gaussian baseline `N(μ, Σ + r I)` beside the AIS results; unset:
+    /// `Δ²/12` with `Δ` the data's smallest grey-level step (uniform dequantisation of one level).
+    pub gaussian_ridge: Option<f64>,
+    /// Confidence bins of the expected calibration error (JEM).
+    pub ece_bins: usize,
 }
 
 impl Default for EvalSettings {
@@ -194,6 +228,75 @@ impl Default for EvalSettings {
             classifier: ClassifierConfig::default(),
             ais: AisSettings::default(),
             ood_n: 1000,
+            gaussian_ridge: None,
+            ece_bins: 10,
+        }
+    }
+}
+
+/// JEM settings (`--method jem`); the contrastive term takes the `cd` settings and the classifier the `model`
+/// trunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JemSettings {
+    /// Weight of the contrastive term beside the cross-entropy (0: a plain classifier).
+    pub gen_weight: f64,
+    /// Final samples from each class's `f(x | y)` (`sampling.n / L` chains per label) instead of the label
+    /// marginal `f(x)`.
+    pub class_conditional_samples: bool,
+    /// The Langevin sampler of JEM's contrastive term and samples (unset: `cd.langevin`). JEM's logits are
+    /// sharper than the replay EBM's `f` (the cross-entropy makes them so), so its input gradients are larger
+    /// and `cd.langevin`'s step 10 with the ±0.03 clamp moves every pixel by the clamp at every step: the
+    /// chains bounce instead of settling. JEM's own setting (step 1, noise 0.01) works.
+    pub langevin: Option<LangevinConfig>,
+}
+
+impl Default for JemSettings {
+    fn default() -> Self {
+        JemSettings { gen_weight: 1.0, class_conditional_samples: true, langevin: None }
+    }
+}
+
+/// Diffusion recovery likelihood settings (`--method drl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrlSettings {
+    /// The noise-conditional network (`noise_conditional` is forced on; labels are not used).
+    pub model: ConditionalConfig,
+    /// The noise ladder; the model's density is read at `scales.sigma_min`.
+    pub scales: ebm_core::sampler::NoiseScales,
+    /// Langevin steps on each recovery conditional per update.
+    pub k: usize,
+    /// Conditional step size `step_ratio · δ_t²`.
+    pub step_ratio: f64,
+    /// L2 penalty on `f_a`.
+    pub alpha: f64,
+    /// Sampling: Langevin steps per level of the descent.
+    pub steps_per_level: usize,
+    /// Sampling: Langevin steps on the top level's marginal, from `N(0, sigma_max²)`, before the descent.
+    pub top_steps: usize,
+    /// AIS steps for this method (unset: `eval.ais.steps`): the density at `sigma_min` is far sharper than the
+    /// replay EBM's, and AIS from the uniform base needs a longer path to it.
+    pub ais_steps: Option<usize>,
+}
+
+impl Default for DrlSettings {
+    fn default() -> Self {
+        DrlSettings {
+            model: ConditionalConfig {
+                arch: Arch::Conv,
+                widths: vec![32, 64, 64],
+                film: false,
+                noise_conditional: true,
+                ..Default::default()
+            },
+            scales: ebm_core::sampler::NoiseScales { sigma_max: 1.0, sigma_min: 0.05, levels: 6 },
+            k: 30,
+            step_ratio: 0.05,
+            alpha: 0.0,
+            steps_per_level: 30,
+            top_steps: 100,
+            ais_steps: None,
         }
     }
 }
@@ -224,6 +327,10 @@ pub struct ImagesConfig {
     pub cd: CdSettings,
     /// Noise level σ of denoising score matching.
     pub dsm_sigma: f64,
+    /// JEM.
+    pub jem: JemSettings,
+    /// Diffusion recovery likelihood.
+    pub drl: DrlSettings,
     /// Final samples.
     pub sampling: SamplingSettings,
     /// TensorBoard images.
@@ -264,6 +371,8 @@ impl Default for ImagesConfig {
                 restart_prob: 0.05,
             },
             dsm_sigma: 0.1,
+            jem: JemSettings::default(),
+            drl: DrlSettings::default(),
             sampling: SamplingSettings::default(),
             log: LogSettings::default(),
             eval: EvalSettings::default(),
@@ -290,6 +399,10 @@ impl ImagesConfig {
         self.eval.ais.chains = self.eval.ais.chains.min(16);
         self.eval.ais.steps = self.eval.ais.steps.min(50);
         self.eval.ood_n = self.eval.ood_n.min(100);
+        self.drl.k = self.drl.k.min(5);
+        self.drl.steps_per_level = self.drl.steps_per_level.min(5);
+        self.drl.top_steps = self.drl.top_steps.min(5);
+        self.drl.ais_steps = self.drl.ais_steps.map(|s| s.min(50));
     }
 
     /// Checks names and ranges (unknown names list the valid ones), every method's objective, the conv
@@ -308,10 +421,24 @@ impl ImagesConfig {
         if !(self.dsm_sigma > 0.0) {
             bail!("dsm_sigma must be > 0, got {}", self.dsm_sigma);
         }
+        if let Some(r) = self.eval.gaussian_ridge {
+            if !(r > 0.0) || !r.is_finite() {
+                bail!("eval.gaussian_ridge must be > 0 (or unset), got {r}");
+            }
+        }
+        if self.eval.ece_bins == 0 {
+            bail!("eval.ece_bins must be ≥ 1");
+        }
+        user_keys(self.drl.model.validate(), KEYS)?;
+        user_keys(self.recovery().validate(), KEYS)?;
         user_keys(self.train.validate(), KEYS)?;
         user_keys(self.eval.classifier.validate(), KEYS)?;
         user_keys(self.ais_config().validate(), KEYS)?;
-        user_keys(self.langevin().validate(), KEYS)?;
+        // each sampler under its own key (before the objectives, which name any sampler `langevin`)
+        user_keys(self.clamped(self.cd.langevin.clone()).validate(), KEYS)?;
+        if let Some(l) = &self.jem.langevin {
+            user_keys(self.clamped(l.clone()).validate(), &[("langevin", "jem.langevin")])?;
+        }
         // in_channels and image_size come from the data; the rest of the network is the user's
         user_keys(ConvConfig { in_channels: 1, image_size: [1, 1], ..self.model.clone() }.validate(), KEYS)?;
         // every method's objective, used or not
@@ -408,10 +535,23 @@ impl ImagesConfig {
         Ok(cfg)
     }
 
-    /// The Langevin sampler of training and sampling, clamped to the data range unless set otherwise.
+    /// The Langevin settings of `method` as written: `jem.langevin` for JEM when set, else `cd.langevin`.
+    pub fn method_langevin(&self, method: ImageMethod) -> LangevinConfig {
+        match (method, &self.jem.langevin) {
+            (ImageMethod::Jem, Some(l)) => l.clone(),
+            _ => self.cd.langevin.clone(),
+        }
+    }
+
+    /// The Langevin sampler of training and sampling of this run's method, clamped to the data range unless
+    /// set otherwise.
     pub fn langevin(&self) -> LangevinConfig {
+        self.clamped(self.method_langevin(self.method))
+    }
+
+    /// `l` clamped to the data range unless it sets its own clamp.
+    fn clamped(&self, mut l: LangevinConfig) -> LangevinConfig {
         let (lo, hi) = self.data.scale.range();
-        let mut l = self.cd.langevin.clone();
         l.clamp = l.clamp.or(Some([lo, hi]));
         l
     }
@@ -428,11 +568,24 @@ impl ImagesConfig {
         let a = &self.eval.ais;
         AisConfig {
             chains: a.chains,
-            steps: a.steps,
+            steps: match self.method {
+                ImageMethod::Drl => self.drl.ais_steps.unwrap_or(a.steps),
+                _ => a.steps,
+            },
             sweeps: a.sweeps,
             schedule: a.schedule,
             base: AisBase::Uniform { low, high },
             transition: AisTransition::Mala { step_size: a.step_size, target_accept: Some(a.target_accept) },
+        }
+    }
+
+    /// The recovery sampler of `--method drl`.
+    pub fn recovery(&self) -> RecoveryConfig {
+        RecoveryConfig {
+            scales: self.drl.scales.clone(),
+            steps_per_level: self.drl.steps_per_level,
+            step_ratio: self.drl.step_ratio,
+            top_steps: self.drl.top_steps,
         }
     }
 
@@ -442,6 +595,16 @@ impl ImagesConfig {
             ImageMethod::Replay => format!("replay buffer, {} Langevin steps", self.cd.k),
             ImageMethod::Cdk => format!("CD-{} from data", self.cd.k),
             ImageMethod::Dsm => format!("denoising SM, σ = {}", self.dsm_sigma),
+            ImageMethod::Jem => {
+                format!(
+                    "JEM (conv classifier, replay buffer, {} Langevin steps, weight {})",
+                    self.cd.k, self.jem.gen_weight
+                )
+            }
+            ImageMethod::Drl => format!(
+                "diffusion recovery likelihood ({} levels σ = {} … {}, {} steps per conditional)",
+                self.drl.scales.levels, self.drl.scales.sigma_max, self.drl.scales.sigma_min, self.drl.k
+            ),
         }
     }
 }
@@ -456,6 +619,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("buffer.capacity", "cd.buffer_capacity"),
     ("buffer.restart_prob", "cd.restart_prob"),
     ("score_matching.sigma", "dsm_sigma"),
+    ("recovery.scales", "drl.scales"),
+    ("recovery.steps_per_level", "drl.steps_per_level"),
+    ("recovery.step_ratio", "drl.step_ratio"),
+    ("conditional", "drl.model"),
     ("classifier", "eval.classifier"),
     ("ais.transition", "eval.ais"),
     ("ais.base", "data.scale"),
@@ -486,7 +653,7 @@ mod tests {
     #[test]
     fn bad_names_are_errors_listing_the_valid_ones() {
         let e = "pcd".parse::<ImageMethod>().unwrap_err();
-        assert!(e.contains("pcd") && e.contains("replay, cdk, dsm"), "{e}");
+        assert!(e.contains("pcd") && e.contains("replay, cdk, dsm, jem, drl"), "{e}");
         let cfg =
             ImagesConfig { data: DataSettings { dataset: "cifar".into(), ..Default::default() }, ..Default::default() };
         assert!(cfg.validate().unwrap_err().to_string().contains("folder:<path>"));
@@ -524,5 +691,57 @@ mod tests {
         };
         let abs = rel.with_absolute_paths().unwrap();
         assert_eq!(abs.data.dataset, format!("folder:{}", std::env::current_dir().unwrap().join("imgs").display()));
+    }
+
+    #[test]
+    fn jem_drl_and_baseline_settings_are_checked_and_errors_name_their_keys() {
+        assert_eq!("jem".parse::<ImageMethod>().unwrap(), ImageMethod::Jem);
+        assert_eq!("drl".parse::<ImageMethod>().unwrap(), ImageMethod::Drl);
+        let err = |f: &dyn Fn(&mut ImagesConfig)| {
+            let mut cfg = ImagesConfig::default();
+            f(&mut cfg);
+            cfg.validate().unwrap_err().to_string()
+        };
+        let e = err(&|c| c.drl.k = 0);
+        assert!(e.contains("drl.k"), "{e}");
+        let e = err(&|c| c.drl.scales.levels = 1);
+        assert!(e.starts_with("invalid value for drl.scales"), "{e}");
+        let e = err(&|c| c.drl.steps_per_level = 0);
+        assert!(e.contains("drl.steps_per_level"), "{e}");
+        let e = err(&|c| c.drl.model.widths = vec![]);
+        assert!(e.contains("drl.model.widths"), "{e}");
+        let e = err(&|c| c.jem.gen_weight = -1.0);
+        assert!(e.contains("jem.gen_weight"), "{e}");
+        let e = err(&|c| c.eval.gaussian_ridge = Some(0.0));
+        assert!(e.contains("eval.gaussian_ridge"), "{e}");
+        let e = err(&|c| c.eval.ece_bins = 0);
+        assert!(e.contains("eval.ece_bins"), "{e}");
+        // the objectives carry the settings
+        let cfg = ImagesConfig::default();
+        match ImageMethod::Drl.objective(&cfg) {
+            ObjectiveConfig::Drl(d) => assert_eq!((d.k, d.scales.sigma_min), (cfg.drl.k, cfg.drl.scales.sigma_min)),
+            other => panic!("{other:?}"),
+        }
+        match ImageMethod::Jem.objective(&cfg) {
+            ObjectiveConfig::Jem(j) => assert_eq!((j.contrastive.k, j.gen_weight), (cfg.cd.k, cfg.jem.gen_weight)),
+            other => panic!("{other:?}"),
+        }
+        // jem.langevin replaces cd.langevin for JEM only
+        let mut cfg = ImagesConfig::default();
+        cfg.jem.langevin = Some(LangevinConfig { step_size: 1.0, noise: Some(0.01), ..cfg.cd.langevin.clone() });
+        match ImageMethod::Jem.objective(&cfg) {
+            ObjectiveConfig::Jem(j) => match j.contrastive.sampler {
+                ebm_core::sampler::SamplerConfig::Langevin(l) => assert_eq!(l.step_size, 1.0),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cfg.langevin().step_size, 10.0);
+        cfg.method = ImageMethod::Jem;
+        assert_eq!(cfg.langevin().step_size, 1.0);
+        assert_eq!(cfg.langevin().clamp, Some([-1.0, 1.0]));
+        cfg.jem.langevin.as_mut().unwrap().step_size = 0.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("jem.langevin"), "{e}");
     }
 }

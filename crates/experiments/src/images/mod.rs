@@ -8,18 +8,23 @@
 //! - `f` separates test images from noise and from pixel-shuffled test images (AUROC).
 //!
 //! Methods: `replay` (replay buffer with restarts, the recipe that works), and as comparisons `cdk` (CD-k from
-//! the data batch) and `dsm` (denoising score matching).
+//! the data batch), `dsm` (denoising score matching), `jem` (a conv classifier's logits as an EBM, trained on
+//! the labels and the replay buffer; its classifier is scored by test accuracy and calibration) and `drl`
+//! (diffusion recovery likelihood on a noise-conditional net, sampled by recovery; its density is the model
+//! at the lowest noise level). Every AIS table has the full-covariance Gaussian baseline beside it.
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::ais::{ais, mean_log_likelihood};
 use ebm_core::classifier::{sample_quality, DigitClassifier};
 use ebm_core::data::images::{default_data_dir, ImageDataset};
+use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, PerSampleLabels};
 use ebm_core::energy::{ConvConfig, ConvEnergy, EnergyModel};
 use ebm_core::eval::{auroc, f_of};
+use ebm_core::objective::jem::{accuracy, expected_calibration_error};
 use ebm_core::objective::Objective;
-use ebm_core::sampler::{Langevin, Sampler};
-use ebm_core::train::{TensorData, TrainConfig, Trainer};
+use ebm_core::sampler::{Langevin, RecoverySampler, Sampler};
+use ebm_core::train::{DataSource, LabelledData, TensorData, TrainConfig, Trainer};
 use ebm_log::plot;
 use ebm_log::{MetricsSink, ProgressSink};
 use std::path::PathBuf;
@@ -27,13 +32,15 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 mod config;
+mod models;
 mod report;
 
 pub use config::{
-    default_config_path, AisSettings, DataSettings, EvalSettings, ImageMethod, ImagesConfig, LogSettings,
-    SamplingSettings,
+    default_config_path, AisSettings, DataSettings, DrlSettings, EvalSettings, ImageMethod, ImagesConfig, JemSettings,
+    LogSettings, SamplingSettings,
 };
-pub use report::{markdown, AisReport, ImagesReport};
+pub use models::{ConvLogits, GaussianBaseline, GaussianLl};
+pub use report::{markdown, AisReport, ClassifierReport, GaussianReport, ImagesReport};
 
 /// Each image with its pixels (and channels) in a random order of its own.
 fn shuffle_pixels(x: &Tensor) -> Tensor {
@@ -127,12 +134,28 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     let model_cfg = ConvConfig { in_channels: event[0], image_size: [event[1], event[2]], ..cfg.model.clone() };
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = ConvEnergy::new(&vs.root(), &model_cfg)?;
-    let objective = cfg.method.objective(cfg).build(&model, device)?;
+    let model: Box<dyn EnergyModel> = match cfg.method {
+        ImageMethod::Replay | ImageMethod::Cdk | ImageMethod::Dsm => Box::new(ConvEnergy::new(&vs.root(), &model_cfg)?),
+        ImageMethod::Jem => {
+            if train.labels.is_none() {
+                anyhow::bail!("method jem needs a labelled data set ('{dataset}' has no labels)");
+            }
+            Box::new(ConvLogits::new(&vs.root(), &model_cfg, &train.class_names)?)
+        }
+        ImageMethod::Drl => {
+            let net_cfg = ConditionalConfig { noise_conditional: true, ..cfg.drl.model.clone() };
+            Box::new(crate::common::config::user_keys(
+                ConditionalNet::new(&vs.root(), &net_cfg, &event, &["image"]),
+                config::KEYS,
+            )?)
+        }
+    };
+    let model = &*model;
+    let objective = cfg.method.objective(cfg).build(model, device)?;
     // the grids and the classifier's score of fresh samples go out at every `log.image_every` updates
     let train_cfg = TrainConfig { eval_every: cfg.log.image_every, ..cfg.train.clone() };
     let part = ctx.sub_run("")?;
-    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, &model, objective, cfg.seed)?)?;
+    let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, model, objective, cfg.seed)?)?;
     let start_step = resumed_at.unwrap_or(0);
     let progress = ProgressSink::new(Some(cfg.train.iters as u64)).with_print_every(cfg.log.image_every as u64);
     progress.bar().set_position(start_step as u64);
@@ -152,7 +175,19 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     )?;
 
     let sampler = Langevin::new(cfg.langevin())?;
+    let recovery = RecoverySampler::new(cfg.recovery())?;
     let noise = cfg.noise_init();
+    // fresh samples from noise: Langevin on f, or (drl) recovery from N(0, σ_max²) down to the lowest level
+    let fresh_samples = |m: &dyn EnergyModel, n: i64, langevin_steps: usize| -> ebm_core::Result<Tensor> {
+        Ok(match cfg.method {
+            ImageMethod::Drl => {
+                let x0 = Tensor::randn([n].iter().chain(&event).copied().collect::<Vec<_>>(), (Kind::Float, device))
+                    * cfg.drl.scales.sigma_max;
+                recovery.run(m, &x0, recovery.total_steps())?.x
+            }
+            _ => sampler.run(m, &noise.sample(n, &event, device), langevin_steps)?.x,
+        })
+    };
     let grid_n = cfg.log.grid_n as i64;
     let test_f_set = test.images.narrow(0, 0, (cfg.eval.ood_n as i64).min(test.len() as i64)).to_device(device);
     let mut eval = |step: usize, m: &dyn EnergyModel, obj: &dyn Objective, sink: &mut dyn MetricsSink| {
@@ -160,14 +195,14 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
             let b = chains.narrow(0, 0, grid_n.min(chains.size()[0]));
             sink.image("samples/buffer", step as u64, &grid(&b)?)?;
         }
-        let x0 = noise.sample(grid_n, &event, device);
-        let fresh = sampler.run(m, &x0, cfg.log.fresh_steps)?.x;
+        let fresh = fresh_samples(m, grid_n, cfg.log.fresh_steps)?;
         sink.image("samples/fresh_from_noise", step as u64, &grid(&fresh)?)?;
         if let Some((clf, _)) = &classifier {
             let q = sample_quality(&clf.probs(&fresh)?)?;
             sink.scalar("eval/fresh_mean_max_prob", step as u64, q.mean_max_prob)?;
             sink.scalar("eval/fresh_class_entropy", step as u64, q.class_entropy)?;
         }
+        let m = density(cfg, m)?;
         let f_test = tch::no_grad(|| m.f(&test_f_set));
         let f_noise = tch::no_grad(|| m.f(&noise.sample(test_f_set.size()[0], &event, device)));
         let a = auroc(
@@ -178,7 +213,13 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         Ok(())
     };
     let t0 = Instant::now();
-    let outcome = trainer.run(&mut TensorData::new(train.images.to_device(device))?, &mut sink, Some(&mut eval))?;
+    let mut data: Box<dyn DataSource> = match (cfg.method, train.labels_tensor()) {
+        (ImageMethod::Jem, Some(labels)) => {
+            Box::new(LabelledData::new(train.images.to_device(device), labels.to_device(device))?)
+        }
+        _ => Box::new(TensorData::new(train.images.to_device(device))?),
+    };
+    let outcome = trainer.run(&mut *data, &mut sink, Some(&mut eval))?;
     sink.flush()?;
     part.finished(&outcome)?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -186,8 +227,14 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
 
     // Fresh long-run samples from noise.
     tch::manual_seed(cfg.seed.wrapping_add(7) as i64);
-    let x0 = noise.sample(cfg.sampling.n as i64, &event, device);
-    let samples = sampler.run(&model, &x0, cfg.sampling.steps)?.x;
+    let samples = if cfg.method == ImageMethod::Jem && cfg.jem.class_conditional_samples {
+        // chain i samples f(x | i mod L)
+        let n = cfg.sampling.n as i64;
+        let labels = Tensor::arange(n, (Kind::Int64, device)).remainder(model.num_labels());
+        sampler.run(&PerSampleLabels::new(model, &labels), &noise.sample(n, &event, device), cfg.sampling.steps)?.x
+    } else {
+        fresh_samples(model, cfg.sampling.n as i64, cfg.sampling.steps)?
+    };
     let samples_png = run_dir.path().join("samples.png");
     let img = plot::image_grid(&samples_png, &legible(&samples), range, cfg.sampling.nrow)?;
     sink.image("final/samples_from_noise", outcome.steps as u64, &img)?;
@@ -212,11 +259,31 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         }
         None => (None, None, None),
     };
+    let jem_classifier = match (cfg.method, test.labels_tensor()) {
+        (ImageMethod::Jem, Some(labels)) => {
+            let probs = tch::no_grad(|| {
+                ebm_core::objective::jem::logits(model, &test.images.to_device(device)).softmax(1, Kind::Double)
+            });
+            let labels = labels.to_device(device);
+            Some(ClassifierReport {
+                test_accuracy: accuracy(&probs, &labels)?,
+                ece: expected_calibration_error(&probs, &labels, cfg.eval.ece_bins)?,
+                bins: cfg.eval.ece_bins,
+            })
+        }
+        _ => None,
+    };
+    let dens = density(cfg, model)?;
+    let model = &*dens;
     let ais_report = if cfg.eval.ais.enabled {
         let t0 = Instant::now();
         tch::manual_seed(cfg.seed.wrapping_add(13) as i64);
-        let r = ais(&model, &cfg.ais_config(), device)?;
-        let test_ll = mean_log_likelihood(&model, &test.images.to_device(device), r.log_z)?;
+        let r = ais(model, &cfg.ais_config(), device)?;
+        let test_ll = mean_log_likelihood(model, &test.images.to_device(device), r.log_z)?;
+        let f_test = f_of(model, &test.images, device, "test images")?;
+        let n_t = f_test.len() as f64;
+        let mean_f = f_test.iter().sum::<f64>() / n_t;
+        let test_ll_sd = (f_test.iter().map(|v| (v - mean_f).powi(2)).sum::<f64>() / (n_t - 1.0).max(1.0)).sqrt();
         let d: i64 = event.iter().product();
         let (lo, hi) = range;
         Some(AisReport {
@@ -225,11 +292,33 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
             ess: r.ess,
             acceptance: r.acceptance.unwrap_or(f64::NAN),
             test_ll,
+            test_ll_sd,
+            test_ll_std_err: (r.log_z_std_err.powi(2) + test_ll_sd.powi(2) / n_t).sqrt(),
             test_bits_per_dim: -test_ll / (d as f64 * std::f64::consts::LN_2),
             uniform_ll: -(d as f64) * (hi - lo).ln(),
             chains: cfg.eval.ais.chains,
-            steps: cfg.eval.ais.steps,
+            steps: cfg.ais_config().steps,
             seconds: t0.elapsed().as_secs_f64(),
+        })
+    } else {
+        None
+    };
+    let gaussian = if cfg.eval.ais.enabled {
+        let ridge = match cfg.eval.gaussian_ridge {
+            Some(r) => r,
+            None => GaussianBaseline::dequantisation_ridge(&train.images).context(
+                "the Gaussian baseline's ridge: every training pixel has the same value; set eval.gaussian_ridge",
+            )?,
+        };
+        let g = GaussianBaseline::fit(&train.images, ridge)?;
+        let ll = g.test_ll(&test.images)?;
+        let d: i64 = event.iter().product();
+        Some(GaussianReport {
+            ridge,
+            test_ll: ll.mean,
+            test_ll_sd: ll.sd,
+            test_ll_std_err: ll.std_err,
+            test_bits_per_dim: -ll.mean / (d as f64 * std::f64::consts::LN_2),
         })
     } else {
         None
@@ -237,9 +326,9 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     tch::manual_seed(cfg.seed.wrapping_add(17) as i64);
     let n_ood = (cfg.eval.ood_n as i64).min(test.len() as i64);
     let pos = test.images.narrow(0, 0, n_ood);
-    let f_pos = f_of(&model, &pos, device, "test images")?;
-    let f_noise = f_of(&model, &noise.sample(n_ood, &event, Device::Cpu), device, "uniform noise")?;
-    let f_shuffled = f_of(&model, &shuffle_pixels(&pos), device, "shuffled test images")?;
+    let f_pos = f_of(model, &pos, device, "test images")?;
+    let f_noise = f_of(model, &noise.sample(n_ood, &event, Device::Cpu), device, "uniform noise")?;
+    let f_shuffled = f_of(model, &shuffle_pixels(&pos), device, "shuffled test images")?;
     let report = ImagesReport {
         dataset: dataset.to_string(),
         method: cfg.method.name().to_string(),
@@ -256,6 +345,8 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         samples: sample_q,
         test_images: test_q,
         ais: ais_report,
+        gaussian,
+        jem_classifier,
         ood_auroc_noise: auroc(&f_pos, &f_noise),
         ood_auroc_shuffled: auroc(&f_pos, &f_shuffled),
         total_seconds: t_start.elapsed().as_secs_f64(),
@@ -274,6 +365,13 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         finals.push(("final/ais_log_z", a.log_z));
         finals.push(("final/test_ll", a.test_ll));
     }
+    if let Some(g) = &report.gaussian {
+        finals.push(("final/gaussian_test_ll", g.test_ll));
+    }
+    if let Some(c) = &report.jem_classifier {
+        finals.push(("final/jem_test_accuracy", c.test_accuracy));
+        finals.push(("final/jem_ece", c.ece));
+    }
     sink.scalars(outcome.steps as u64, &finals)?;
     let md = markdown(cfg, &report);
     sink.text("results", outcome.steps as u64, &md)?;
@@ -282,6 +380,14 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     run_dir.write_atomic("results.md", md.as_bytes())?;
     println!("{md}");
     Ok((run_dir.path().to_path_buf(), report))
+}
+
+/// The density the evaluations read: the model itself, or (drl) its view at the lowest noise level.
+fn density<'a>(cfg: &ImagesConfig, m: &'a dyn EnergyModel) -> ebm_core::Result<Box<dyn EnergyModel + 'a>> {
+    Ok(match cfg.method {
+        ImageMethod::Drl => m.at_noise(cfg.drl.scales.sigma_min)?,
+        _ => Box::new(m),
+    })
 }
 
 #[cfg(test)]

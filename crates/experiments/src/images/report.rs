@@ -1,6 +1,6 @@
 //! What `exp_images` measured: [`ImagesReport`] and its markdown.
 
-use super::config::ImagesConfig;
+use super::config::{ImageMethod, ImagesConfig};
 use ebm_core::classifier::SampleQuality;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -18,6 +18,10 @@ pub struct AisReport {
     pub acceptance: f64,
     /// Mean test log-likelihood, nats per image.
     pub test_ll: f64,
+    /// Standard deviation of the per-image test log-likelihood (of `f`: `log Z` is shared).
+    pub test_ll_sd: f64,
+    /// Standard error of `test_ll`: `√(se(log Z)² + sd²/N)`.
+    pub test_ll_std_err: f64,
     /// The same in bits per dimension (negative log-likelihood).
     pub test_bits_per_dim: f64,
     /// The log-likelihood of the uniform density on the data box, for reference: `-D log(high - low)`.
@@ -28,6 +32,32 @@ pub struct AisReport {
     pub steps: usize,
     /// Seconds AIS took.
     pub seconds: f64,
+}
+
+/// The full-covariance Gaussian baseline `N(μ, Σ + r I)` fitted to the training images (closed form).
+#[derive(Debug, Clone, Serialize)]
+pub struct GaussianReport {
+    /// The ridge `r` added to the covariance's diagonal.
+    pub ridge: f64,
+    /// Mean test log-likelihood, nats per image (same pixel scale as AIS).
+    pub test_ll: f64,
+    /// Standard deviation of the per-image test log-likelihood.
+    pub test_ll_sd: f64,
+    /// Standard error of `test_ll`.
+    pub test_ll_std_err: f64,
+    /// The same in bits per dimension (negative log-likelihood).
+    pub test_bits_per_dim: f64,
+}
+
+/// JEM's own classifier `p(y | x) = softmax g(x)` on the test split.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierReport {
+    /// Test accuracy.
+    pub test_accuracy: f64,
+    /// Expected calibration error.
+    pub ece: f64,
+    /// Confidence bins of the ECE.
+    pub bins: usize,
 }
 
 /// Everything the run measured (`metrics.json`).
@@ -63,6 +93,10 @@ pub struct ImagesReport {
     pub test_images: Option<SampleQuality>,
     /// AIS.
     pub ais: Option<AisReport>,
+    /// The Gaussian baseline (when AIS runs).
+    pub gaussian: Option<GaussianReport>,
+    /// JEM's classifier.
+    pub jem_classifier: Option<ClassifierReport>,
     /// AUROC of f: test images vs uniform noise.
     pub ood_auroc_noise: f64,
     /// AUROC of f: test images vs the same images with their pixels shuffled.
@@ -92,15 +126,48 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         cfg.train.batch_size,
         r.train_seconds,
         r.ms_per_iter,
-        cfg.cd.langevin.step_size,
+        cfg.langevin().step_size,
         cfg.langevin().sigma(),
         r.langevin_temperature,
-        cfg.cd.langevin.grad_clip.map(|c| format!("±{c}")).unwrap_or_else(|| "off".into()),
+        cfg.langevin().grad_clip.map(|c| format!("±{c}")).unwrap_or_else(|| "off".into()),
         cfg.sampling.n,
         cfg.sampling.steps,
     );
+    match cfg.method {
+        // the Langevin lines above describe the other methods; say what drl and jem do instead
+        ImageMethod::Drl => {
+            let (levels, rec) = (cfg.drl.scales.levels, cfg.recovery());
+            s = s.replace(
+                &format!(
+                    "Samples: {} chains, {} Langevin steps from uniform noise",
+                    cfg.sampling.n, cfg.sampling.steps
+                ),
+                &format!(
+                    "Training: recovery conditionals by {} Langevin steps (step {} δ²); the density is the model at \
+                     σ = {}. Samples: {} chains from N(0, {}²), {} Langevin steps on the top level, then {} per level \
+                     down {} levels",
+                    cfg.drl.k,
+                    rec.step_ratio,
+                    cfg.drl.scales.sigma_min,
+                    cfg.sampling.n,
+                    cfg.drl.scales.sigma_max,
+                    rec.top_steps,
+                    rec.steps_per_level,
+                    levels - 1
+                ),
+            );
+        }
+        ImageMethod::Jem if cfg.jem.class_conditional_samples => {
+            s = s.replace("steps from uniform noise →", "steps from uniform noise on f(x | y), y = chain mod L →");
+        }
+        _ => {}
+    }
     let mut row = |k: &str, v: String| s.push_str(&format!("| {k} | {v} |\n"));
     row("classifier test accuracy", opt(r.classifier_test_accuracy, |v| format!("{:.1}%", 100.0 * v)));
+    if let Some(c) = &r.jem_classifier {
+        row("JEM classifier: test accuracy", format!("{:.1}%", 100.0 * c.test_accuracy));
+        row(&format!("JEM classifier: ECE ({} bins)", c.bins), format!("{:.4}", c.ece));
+    }
     if let (Some(q), Some(t)) = (&r.samples, &r.test_images) {
         row("samples: mean max-probability (test images)", format!("{:.3} ({:.3})", q.mean_max_prob, t.mean_max_prob));
         row(
@@ -121,11 +188,26 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 a.steps,
                 a.ess,
                 // a few chains carry all the weight: the estimate (a lower bound in expectation) is unreliable
-                if a.ess < 0.1 * a.chains as f64 { "; unreliable: raise eval.ais.steps" } else { "" }
+                match (a.ess < 0.1 * a.chains as f64, cfg.method) {
+                    (false, _) => "",
+                    (true, ImageMethod::Drl) => "; unreliable: raise drl.ais_steps",
+                    (true, _) => "; unreliable: raise eval.ais.steps",
+                }
             ),
         );
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
         row("test NLL, bits/dim", format!("{:.3}", a.test_bits_per_dim));
+        row(
+            "test log-likelihood spread: se (sd over images)",
+            format!("{:.3} ({:.2})", a.test_ll_std_err, a.test_ll_sd),
+        );
+    }
+    if let Some(g) = &r.gaussian {
+        row(
+            &format!("Gaussian baseline N(μ, Σ + {:.2e} I): test log-likelihood ± se (sd)", g.ridge),
+            format!("{:.2} ± {:.3} ({:.2})", g.test_ll, g.test_ll_std_err, g.test_ll_sd),
+        );
+        row("Gaussian baseline: test NLL, bits/dim", format!("{:.3}", g.test_bits_per_dim));
     }
     row("OOD AUROC of f: test vs uniform noise", format!("{:.3}", r.ood_auroc_noise));
     row("OOD AUROC of f: test vs shuffled pixels", format!("{:.3}", r.ood_auroc_shuffled));
