@@ -8,7 +8,7 @@
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::data::Source2d;
-use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet};
+use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, SigmaInput};
 use ebm_core::energy::{EnergyModel, Mlp};
 use ebm_core::eval::{
     evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
@@ -53,7 +53,7 @@ pub fn sample_model(
         * Tensor::from_slice(&[(b.x_max - b.x_min) as f32, (b.y_max - b.y_min) as f32]).to_device(device)
         + Tensor::from_slice(&[b.x_min as f32, b.y_min as f32]).to_device(device);
     let ula = Langevin::new(LangevinConfig::seed_form(s.langevin_step))?.run(m, &x0, s.langevin_steps)?;
-    let fin = s.final_sampler().build()?.run(m, &ula.x, s.mala_steps)?;
+    let fin = s.final_sampler().build()?.run(m, &ula.x, s.final_steps())?;
     Ok((ula.x, fin.x, fin.acceptance.unwrap_or(f64::NAN)))
 }
 
@@ -147,7 +147,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
-    // Same initial weights for every method (DRL's MLP has the noise level as one more input).
+    // Same initial weights for every method (DRL's MLP has `ln σ` as one more input and FiLM by the level: with
+    // σ itself as the input, the levels 0.05 … 0.2 inherited the ring of the large ones).
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model: Box<dyn EnergyModel> = match method {
@@ -157,6 +158,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
                 activation: cfg.model.activation,
                 film: false,
                 noise_conditional: true,
+                sigma_input: SigmaInput::LogFilm,
                 ..Default::default()
             };
             Box::new(ConditionalNet::new(&vs.root(), &c, &[cfg.model.in_dim], &["data"])?)
@@ -223,6 +225,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
                         n: s.n.min(500),
                         langevin_steps: s.langevin_steps.min(200),
                         mala_steps: s.mala_steps.min(100),
+                        pt_steps: s.pt_steps.min(100),
                         ..s.clone()
                     };
                     let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)

@@ -293,6 +293,7 @@ impl Default for ImageSettings {
                     film: true,
                     noise_conditional: true,
                     view: View::Pixel,
+                    ..Default::default()
                 },
             )]),
             kind_training: BTreeMap::from([(
@@ -306,6 +307,7 @@ impl Default for ImageSettings {
                 film: true,
                 noise_conditional: true,
                 view: View::Full,
+                ..Default::default()
             },
             iters: 12_000,
             batch_size: 64,
