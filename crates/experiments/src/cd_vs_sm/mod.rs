@@ -2,19 +2,20 @@
 //! denoising), energy discrepancy, NCE and diffusion recovery likelihood trained on the same MLP, optimiser
 //! and number of updates on 2-D densities, then sampled the same way (long Langevin from noise, then MALA,
 //! HMC or parallel tempering: `sampling.sampler`) and evaluated against exact answers. DRL trains the MLP
-//! with the noise level as one more input and is evaluated at its lowest level; NCE's learned log Z is
-//! reported next to the grid's.
+//! with `ln σ` as one more input and FiLM by the noise level ([`SigmaInput::LogFilm`]) and is evaluated at
+//! its lowest level; NCE's learned log Z is reported next to the grid's.
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::data::Source2d;
 use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, SigmaInput};
-use ebm_core::energy::{EnergyModel, Mlp};
+use ebm_core::energy::{EnergyModel, GaussianMixture, Mlp};
 use ebm_core::eval::{
-    evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
-    GridSpec, DEFAULT_MARGIN,
+    evaluate_2d, grid_log_z, grid_mode_weights, kl_data_model, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport,
+    GridLogZ, GridSpec, DEFAULT_MARGIN,
 };
 use ebm_core::objective::{log_z_in, Nce, Objective};
+use ebm_core::sampler::recovery::ladder_with_increments;
 use ebm_core::sampler::{Langevin, LangevinConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
@@ -264,6 +265,13 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         .zip(density_weights.as_ref())
         .map(|(m, w)| 0.5 * m.weights.iter().zip(w).map(|(a, b)| (a - b).abs()).sum::<f64>());
     let total_seconds = t0.elapsed().as_secs_f64();
+    if method == Method::Drl {
+        // DRL is a model of the data at every level: how far each level is from the exactly blurred data
+        for (a, kl) in drl_level_kls(model, cfg, source, test, opts.margin, device)? {
+            eprintln!("ebm-rs: {ds}/drl level σ = {a:.4}: KL(data blurred by σ ‖ f(·; σ)/σ) = {kl:.3}");
+            sink.scalar(&format!("final/drl_kl_level_{a:.4}"), outcome.steps as u64, kl)?;
+        }
+    }
 
     let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
     let title = format!("{} on {ds}", method.label(cfg));
@@ -373,6 +381,37 @@ fn density_view<'a>(
         Method::Drl => m.at_noise(cfg.drl.scales.sigma_min),
         _ => Ok(Box::new(m)),
     }
+}
+
+/// DRL's view at every level `a` of its ladder (smallest first) against the data blurred by `N(0, a²)`, which
+/// for a mixture of isotropic Gaussians of std `s` is the mixture of the same centres with std `√(s² + a²)`:
+/// `(a, KL(p_a ‖ f(·; a)/a))`, with log Z on the grid of the final evaluation (the top levels' blurred data
+/// reach past the grid: their KL is then biased low). Empty when the data set is not such a mixture.
+///
+/// # Shapes
+/// `test: [N, 2]`.
+fn drl_level_kls(
+    model: &dyn EnergyModel,
+    cfg: &CdVsSmConfig,
+    source: &Source2d,
+    test: &Tensor,
+    margin: f64,
+    device: Device,
+) -> Result<Vec<(f64, f64)>> {
+    let Some(modes) = source.modes() else { return Ok(Vec::new()) };
+    let grid = GridSpec::with_margin(source.bbox(), margin, cfg.eval.grid_n)?;
+    let means: Vec<Vec<f64>> = modes.centers.iter().map(|c| c.to_vec()).collect();
+    let (levels, _) = ladder_with_increments(&cfg.drl.scales);
+    let mut out = Vec::with_capacity(levels.len());
+    for a in levels {
+        let blurred = GaussianMixture::isotropic(&modes.weights, &means, (modes.std.powi(2) + a * a).sqrt(), device)?;
+        let x = test + test.randn_like() * a;
+        let log_p = tch::no_grad(|| blurred.f(&x));
+        let view = model.at_noise(a)?;
+        let gz = grid_log_z(view.as_ref(), &grid, device)?;
+        out.push((a, kl_data_model(view.as_ref(), &x, &log_p, gz.log_z, device)?));
+    }
+    Ok(out)
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {
