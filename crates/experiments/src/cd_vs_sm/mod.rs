@@ -2,19 +2,19 @@
 //! denoising), energy discrepancy, NCE and diffusion recovery likelihood trained on the same MLP, optimiser
 //! and number of updates on 2-D densities, then sampled the same way (long Langevin from noise, then MALA,
 //! HMC or parallel tempering: `sampling.sampler`) and evaluated against exact answers. DRL trains the MLP
-//! with the noise level as one more input and is evaluated at its lowest level; NCE's learned log Z is
-//! reported next to the grid's.
+//! with the noise level as one more input ([`SigmaInput::Raw`]) and is evaluated at its lowest level; NCE's learned log Z is reported next to the grid's.
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::data::Source2d;
-use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet};
-use ebm_core::energy::{EnergyModel, Mlp};
+use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, SigmaInput};
+use ebm_core::energy::{EnergyModel, GaussianMixture, Mlp};
 use ebm_core::eval::{
-    evaluate_2d, grid_log_z, grid_mode_weights, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport, GridLogZ,
-    GridSpec, DEFAULT_MARGIN,
+    evaluate_2d, grid_log_z, grid_mode_weights, kl_data_model, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport,
+    GridLogZ, GridSpec, DEFAULT_MARGIN,
 };
 use ebm_core::objective::{log_z_in, Nce, Objective};
+use ebm_core::sampler::recovery::ladder_with_increments;
 use ebm_core::sampler::{Langevin, LangevinConfig, Sampler};
 use ebm_core::train::{TensorData, TrainConfig, Trainer};
 use ebm_log::plot::{self, AxesBox, HeatmapOptions};
@@ -53,7 +53,7 @@ pub fn sample_model(
         * Tensor::from_slice(&[(b.x_max - b.x_min) as f32, (b.y_max - b.y_min) as f32]).to_device(device)
         + Tensor::from_slice(&[b.x_min as f32, b.y_min as f32]).to_device(device);
     let ula = Langevin::new(LangevinConfig::seed_form(s.langevin_step))?.run(m, &x0, s.langevin_steps)?;
-    let fin = s.final_sampler().build()?.run(m, &ula.x, s.mala_steps)?;
+    let fin = s.final_sampler().build()?.run(m, &ula.x, s.final_steps())?;
     Ok((ula.x, fin.x, fin.acceptance.unwrap_or(f64::NAN)))
 }
 
@@ -147,7 +147,9 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
-    // Same initial weights for every method (DRL's MLP has the noise level as one more input).
+    // Same initial weights for every method (DRL's MLP has σ as one more input; `ln σ` with FiLM by the level,
+    // `SigmaInput::LogFilm`, did worse on 8 Gaussians: KL 1.52 against 1.43, and 7.3 against 1.18 with
+    // drl.scales.sigma_max = 1 and 6 000 updates, its lowest level's mode weights drifting apart).
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model: Box<dyn EnergyModel> = match method {
@@ -157,6 +159,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
                 activation: cfg.model.activation,
                 film: false,
                 noise_conditional: true,
+                sigma_input: SigmaInput::Raw,
                 ..Default::default()
             };
             Box::new(ConditionalNet::new(&vs.root(), &c, &[cfg.model.in_dim], &["data"])?)
@@ -223,6 +226,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
                         n: s.n.min(500),
                         langevin_steps: s.langevin_steps.min(200),
                         mala_steps: s.mala_steps.min(100),
+                        pt_steps: s.pt_steps.min(100),
                         ..s.clone()
                     };
                     let (_, xs, _) = sample_model(m, &quick, bbox, margin, device)
@@ -261,6 +265,13 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         .zip(density_weights.as_ref())
         .map(|(m, w)| 0.5 * m.weights.iter().zip(w).map(|(a, b)| (a - b).abs()).sum::<f64>());
     let total_seconds = t0.elapsed().as_secs_f64();
+    if method == Method::Drl {
+        // DRL is a model of the data at every level: how far each level is from the exactly blurred data
+        for (a, kl) in drl_level_kls(model, cfg, source, test, opts.margin, device)? {
+            eprintln!("ebm-rs: {ds}/drl level σ = {a:.4}: KL(data blurred by σ ‖ f(·; σ)/σ) = {kl:.3}");
+            sink.scalar(&format!("final/drl_kl_level_{a:.4}"), outcome.steps as u64, kl)?;
+        }
+    }
 
     let sample_pts = plot::points_from_tensor(&samples.narrow(0, 0, samples.size()[0].min(1000)))?;
     let title = format!("{} on {ds}", method.label(cfg));
@@ -370,6 +381,37 @@ fn density_view<'a>(
         Method::Drl => m.at_noise(cfg.drl.scales.sigma_min),
         _ => Ok(Box::new(m)),
     }
+}
+
+/// DRL's view at every level `a` of its ladder (smallest first) against the data blurred by `N(0, a²)`, which
+/// for a mixture of isotropic Gaussians of std `s` is the mixture of the same centres with std `√(s² + a²)`:
+/// `(a, KL(p_a ‖ f(·; a)/a))`, with log Z on the grid of the final evaluation (the top levels' blurred data
+/// reach past the grid: their KL is then biased low). Empty when the data set is not such a mixture.
+///
+/// # Shapes
+/// `test: [N, 2]`.
+fn drl_level_kls(
+    model: &dyn EnergyModel,
+    cfg: &CdVsSmConfig,
+    source: &Source2d,
+    test: &Tensor,
+    margin: f64,
+    device: Device,
+) -> Result<Vec<(f64, f64)>> {
+    let Some(modes) = source.modes() else { return Ok(Vec::new()) };
+    let grid = GridSpec::with_margin(source.bbox(), margin, cfg.eval.grid_n)?;
+    let means: Vec<Vec<f64>> = modes.centers.iter().map(|c| c.to_vec()).collect();
+    let (levels, _) = ladder_with_increments(&cfg.drl.scales);
+    let mut out = Vec::with_capacity(levels.len());
+    for a in levels {
+        let blurred = GaussianMixture::isotropic(&modes.weights, &means, (modes.std.powi(2) + a * a).sqrt(), device)?;
+        let x = test + test.randn_like() * a;
+        let log_p = tch::no_grad(|| blurred.f(&x));
+        let view = model.at_noise(a)?;
+        let gz = grid_log_z(view.as_ref(), &grid, device)?;
+        out.push((a, kl_data_model(view.as_ref(), &x, &log_p, gz.log_z, device)?));
+    }
+    Ok(out)
 }
 
 fn axes_bbox(bbox: [f64; 4], margin: f64) -> [f64; 4] {

@@ -125,7 +125,7 @@ pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[Result
             s.mala_steps, s.hmc.leapfrog_steps, s.hmc.step_size
         ),
         FinalSampler::Pt => {
-            format!("{} parallel-tempering steps (β = {:?}) for the sample-based columns", s.mala_steps, s.pt.betas)
+            format!("{} parallel-tempering steps (β = {:?}) for the sample-based columns", s.pt_steps, s.pt.betas)
         }
     };
     let mut md = format!(

@@ -297,6 +297,7 @@ impl Default for ImageSettings {
                     film: true,
                     noise_conditional: true,
                     view: View::Pixel,
+                    ..Default::default()
                 },
             )]),
             kind_training: BTreeMap::from([(
@@ -310,6 +311,7 @@ impl Default for ImageSettings {
                 film: true,
                 noise_conditional: true,
                 view: View::Full,
+                ..Default::default()
             },
             iters: 12_000,
             batch_size: 64,

@@ -292,8 +292,33 @@ pub struct ConditionalConfig {
     /// as one more input feature (MLP) or a constant input channel (conv); without a σ
     /// ([`EnergyModel::f_given`] with `sigma = None`) it is the model at σ = 0.
     pub noise_conditional: bool,
+    /// How a noise-conditional MLP sees σ (the other architectures have their own; see [`SigmaInput`]). Left
+    /// out of a saved config when `raw`, so configs written before it existed read back the same.
+    #[serde(skip_serializing_if = "SigmaInput::is_raw")]
+    pub sigma_input: SigmaInput,
     /// What the network sees of an image (conv and denoiser nets).
     pub view: View,
+}
+
+/// How a noise-conditional [`Arch::Mlp`] sees the noise level σ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SigmaInput {
+    /// σ itself as one more input feature. Levels that differ by little in σ (0.05 and 0.1 next to inputs of
+    /// size 2) get nearly the same function: the small levels inherit the shape of the large ones.
+    #[default]
+    Raw,
+    /// `ln σ / 4` as one more input feature and, on every hidden layer, FiLM from Fourier features of `ln σ`
+    /// (`h ← h·(1+γ(σ)) + β(σ)`, starting at the identity; the U-Net's embedding): every level of a geometric
+    /// ladder is as far from its neighbours as any other, and each can scale and shift every hidden unit.
+    LogFilm,
+}
+
+impl SigmaInput {
+    /// Whether this is [`SigmaInput::Raw`] (the default).
+    pub fn is_raw(&self) -> bool {
+        *self == SigmaInput::Raw
+    }
 }
 
 impl Default for ConditionalConfig {
@@ -304,16 +329,23 @@ impl Default for ConditionalConfig {
             activation: Activation::Silu,
             film: true,
             noise_conditional: false,
+            sigma_input: SigmaInput::Raw,
             view: View::Full,
         }
     }
 }
 
 impl ConditionalConfig {
-    /// Checks the widths.
+    /// Checks the widths, and that a σ input other than `raw` is on a noise-conditional MLP.
     pub fn validate(&self) -> Result<()> {
         if self.widths.is_empty() || self.widths.iter().any(|w| *w < 1) {
             return Err(invalid("conditional.widths", format!("need ≥ 1 positive widths, got {:?}", self.widths)));
+        }
+        if self.sigma_input != SigmaInput::Raw && !(self.arch == Arch::Mlp && self.noise_conditional) {
+            return Err(invalid(
+                "conditional.sigma_input",
+                "only a noise-conditional MLP (arch = mlp, noise_conditional = true) takes sigma_input = log_film",
+            ));
         }
         Ok(())
     }

@@ -75,6 +75,21 @@ impl Layer {
         self
     }
 
+    /// The noise level's FiLM `h·(1+γ(σ)) + β(σ)` on the features of a linear layer, when the layer has it and
+    /// `phi` is given; `h` otherwise.
+    ///
+    /// # Shapes
+    /// `h: [B, c_out]`, `phi: [B, SIGMA_FEATURES]` → `[B, c_out]`.
+    pub(super) fn sigma_film(&self, h: Tensor, phi: Option<&Tensor>) -> Tensor {
+        match (&self.sigma_film, phi) {
+            (Some(w), Some(phi)) => {
+                let gb = phi.matmul(w).view([h.size()[0], 2, -1]);
+                &h * (gb.select(1, 0) + 1.0) + gb.select(1, 1)
+            }
+            _ => h,
+        }
+    }
+
     /// Convolution (padding `k/2`), then FiLM when present.
     pub(super) fn conv(&self, h: &Tensor, labels: &Tensor) -> Tensor {
         self.conv_sigma(h, labels, None)
