@@ -45,7 +45,7 @@ W2_METHODS = ["exact", "hutchinson", "dsm"]
 # The glibc malloc thresholds that ebm-core sets for itself (autograd.rs, keep_freed_memory_in_heap): with
 # --malloc-reference the PyTorch reference runs a second time with them, to show what part of a ratio
 # is the allocator.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 << 20), "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(31 << 20), "MALLOC_TRIM_THRESHOLD_": str(62 << 20)}
 IMPLS = [
     ("rust", "Rust (ebm-core)"),
     ("pytorch", "PyTorch eager"),

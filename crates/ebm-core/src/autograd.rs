@@ -122,14 +122,20 @@ pub fn score<M: EnergyModel + ?Sized>(m: &M, x: &Tensor, create_graph: bool) -> 
 /// sampler or score-matching loop allocates and frees the same few activation buffers on every step, so
 /// every step gave the memory back and faulted it in again (≈140 page faults and their zeroing per
 /// W1 iteration). Freeing one block that was served by `mmap` raises both thresholds for the rest of
-/// the process (glibc's dynamic threshold, capped at 32 MiB): after this the buffers are reused from
-/// the heap. A Python process running PyTorch is in that state already (its imports free large blocks).
-/// Results are unchanged; elsewhere than glibc this is one untouched allocation, freed at once.
+/// the process (glibc's dynamic threshold, capped at 32 MiB): after this freed 31 MiB block the mmap threshold
+/// is 31 MiB and the trim threshold 62 MiB, so the buffers are reused from the heap. (With a 16 MiB block the
+/// conv energy's Langevin steps of W3, which free more than 32 MiB at the heap top, still had it trimmed in
+/// some builds: 16× the page faults and half the speed.) A Python process running PyTorch is in that state
+/// already (its imports free large blocks). Results are unchanged; elsewhere than glibc this is one untouched
+/// allocation, freed at once.
 pub(crate) fn keep_freed_memory_in_heap() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let block: Vec<u8> = Vec::with_capacity(16 << 20);
-        drop(std::hint::black_box(block));
+        // the block's address escapes through `black_box`, so the allocation cannot be optimised away (passing
+        // the `Vec` by value did not keep it in every build: W3 then ran at half speed with 16× the page faults)
+        let mut block: Vec<u8> = Vec::with_capacity(31 << 20);
+        std::hint::black_box(&mut block);
+        drop(block);
     });
 }
 

@@ -349,8 +349,13 @@ fn run_w1_size(cli: &Cli, r: usize, b: i64, h: i64, c: &Tensor) -> Result<()> {
     line["score"] = json!(ebm_core::autograd::score_path().name());
     line["chain_threads"] = json!(ebm_core::threads::chain_threads());
     emit(line);
+    // the matmul bound of the whole thread budget: with chains split, libtorch runs on one thread meanwhile
+    let libtorch_threads = tch::get_num_threads();
+    tch::set_num_threads(cli.threads as i32);
+    let gflops = sgemm_gflops(b, h);
+    tch::set_num_threads(libtorch_threads);
     emit(json!({"impl": "rust", "workload": "w1", "case": "sgemm", "repeat": r, "batch": b, "width": h,
-                "gflops": sgemm_gflops(b, h)}));
+                "gflops": gflops}));
     if case == "pcd" {
         if !cli.no_kl {
             let kl = kl_8gaussians(&model, c)?;
