@@ -2,7 +2,8 @@
 //! denoising), energy discrepancy, NCE and diffusion recovery likelihood trained on the same MLP, optimiser
 //! and number of updates on 2-D densities, then sampled the same way (long Langevin from noise, then MALA,
 //! HMC or parallel tempering: `sampling.sampler`) and evaluated against exact answers. DRL trains the MLP
-//! with the noise level as one more input ([`SigmaInput::Raw`]) and is evaluated at its lowest level; NCE's learned log Z is reported next to the grid's.
+//! with the noise level as one more input ([`SigmaInput::Raw`]) and is evaluated at its lowest level; NCE's
+//! learned log Z is reported next to the grid's.
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
