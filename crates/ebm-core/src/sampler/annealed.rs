@@ -3,13 +3,13 @@
 //! `f_σ = f(·; σ)/σ` ([`EnergyModel::at_noise`]), then an optional denoising step (Tweedie's formula).
 //! Compositions of noise-conditional experts compose at every level, so they are sampled the same way.
 
-use super::{sq_norm, Chain, Sampler, StepDiag};
+use super::mala::mala_step;
+use super::{langevin_proposal, Chain, Sampler, StepDiag};
 use crate::autograd::{sampler_grad, sampler_score};
 use crate::check::check_input;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 /// A geometric ladder of noise levels `σ_max = σ_1 > … > σ_L = σ_min`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ impl AnnealedLangevin {
         } else {
             sampler_grad(m, &chain.x)
         };
-        let (mut next, mut mean) = proposal(&chain.x, &grad, alpha);
+        let (mut next, mut mean) = langevin_proposal(&chain.x, &grad, alpha);
         if let Some([lo, hi]) = self.cfg.clamp {
             next = next.clamp(lo - 3.0 * sigma, hi + 3.0 * sigma);
             mean = mean.clamp(lo - 3.0 * sigma, hi + 3.0 * sigma);
@@ -165,43 +165,11 @@ impl AnnealedLangevin {
         if first {
             chain.cache = None;
         }
-        let (cur_f, cur_grad) = chain.current_score(m);
-        let (y, _) = proposal(&chain.x, &cur_grad, alpha);
-        let (prop_f, prop_grad) = sampler_score(m, &y);
-        let x = &chain.x;
-        let accept = tch::no_grad(|| {
-            let fwd = sq_norm(&(&y - x - &cur_grad * alpha)) * (-1.0 / (4.0 * alpha));
-            let bwd = sq_norm(&(x - &y - &prop_grad * alpha)) * (-1.0 / (4.0 * alpha));
-            let log_alpha = &prop_f - &cur_f + bwd - fwd;
-            let mut accept = log_alpha.rand_like().log().lt_tensor(&log_alpha);
-            if let Some([lo, hi]) = self.cfg.clamp {
-                let b = y.size()[0];
-                let flat = y.reshape([b, -1]);
-                let inside = flat.ge(lo - 3.0 * sigma).logical_and(&flat.le(hi + 3.0 * sigma)).all_dim(1, false);
-                accept = accept.logical_and(&inside);
-            }
-            accept
-        });
-        chain.count_accepted(&accept);
-        chain.accept(&accept, &y, &prop_f, &prop_grad, (cur_f, cur_grad));
+        // a proposal beyond 3σ of the box is rejected
+        let bounds = self.cfg.clamp.map(|[lo, hi]| [lo - 3.0 * sigma, hi + 3.0 * sigma]);
+        mala_step(m, chain, alpha, bounds);
         Ok(())
     }
-}
-
-/// The Langevin move from `x` with gradient `grad` and step `α`: `(x + α grad + √(2α) z, x + α grad)`, the
-/// noise drawn in place into the result's buffer.
-///
-/// # Shapes
-/// `x`, `grad`: `[B, *event]` → two `[B, *event]`.
-fn proposal(x: &Tensor, grad: &Tensor, alpha: f64) -> (Tensor, Tensor) {
-    tch::no_grad(|| {
-        let mut mean = grad * alpha;
-        mean += x;
-        let mut next = mean.empty_like();
-        let _ = next.normal_(0.0, (2.0 * alpha).sqrt());
-        next += &mean;
-        (next, mean)
-    })
 }
 
 impl Sampler for AnnealedLangevin {

@@ -2,7 +2,7 @@
 //! probability `min(1, exp(f(y) - f(x) + log q(x|y) - log q(y|x)))`, `log q(y|x) = -‖y - x - ε∇f(x)‖² / 4ε`.
 //! Unlike unadjusted Langevin it leaves `exp(f)` exactly invariant, at any step size.
 
-use super::{sq_norm, Chain, Sampler};
+use super::{langevin_proposal, sq_norm, Chain, Sampler};
 use crate::autograd::sampler_score;
 use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
@@ -42,29 +42,7 @@ impl Mala {
 
 impl Sampler for Mala {
     fn step(&self, m: &dyn EnergyModel, chain: &mut Chain) -> Result<()> {
-        let eps = self.cfg.step_size;
-        let noise = (2.0 * eps).sqrt();
-        let (cur_f, cur_grad) = chain.current_score(m);
-        let x = &chain.x;
-        let y = tch::no_grad(|| {
-            // (x + ε∇f) + √(2ε) z, the noise drawn in place into the result's buffer
-            let mut mean = &cur_grad * eps;
-            mean += x;
-            let mut y = mean.empty_like();
-            let _ = y.normal_(0.0, noise);
-            y += &mean;
-            y
-        });
-        let (prop_f, prop_grad) = sampler_score(m, &y);
-        let accept = tch::no_grad(|| {
-            let fwd = sq_norm(&(&y - x - &cur_grad * eps)) * (-1.0 / (4.0 * eps));
-            let bwd = sq_norm(&(x - &y - &prop_grad * eps)) * (-1.0 / (4.0 * eps));
-            let log_alpha = &prop_f - &cur_f + bwd - fwd;
-            let u = log_alpha.rand_like().log();
-            u.lt_tensor(&log_alpha)
-        });
-        chain.count_accepted(&accept);
-        chain.accept(&accept, &y, &prop_f, &prop_grad, (cur_f, cur_grad));
+        mala_step(m, chain, self.cfg.step_size, None);
         Ok(())
     }
 
@@ -75,6 +53,35 @@ impl Sampler for Mala {
     fn name(&self) -> &'static str {
         "mala"
     }
+}
+
+/// One MALA transition of `chain` under `m` at step `eps` (also the Metropolis-adjusted levels of
+/// [`super::AnnealedLangevin`]): the proposal `y = x + ε∇f(x) + √(2ε) z`, accepted with probability
+/// `min(1, exp(f(y) − f(x) + log q(x|y) − log q(y|x)))`; with `bounds = Some([lo, hi])` a proposal with any
+/// coordinate outside `[lo, hi]` is rejected. `f` and `∇f` of the kept states go to `chain.cache`.
+///
+/// # Shapes
+/// `chain.x: [B, *event]` stays `[B, *event]`.
+pub(crate) fn mala_step(m: &dyn EnergyModel, chain: &mut Chain, eps: f64, bounds: Option<[f64; 2]>) {
+    let (cur_f, cur_grad) = chain.current_score(m);
+    let (y, _) = langevin_proposal(&chain.x, &cur_grad, eps);
+    let (prop_f, prop_grad) = sampler_score(m, &y);
+    let x = &chain.x;
+    let accept = tch::no_grad(|| {
+        let fwd = sq_norm(&(&y - x - &cur_grad * eps)) * (-1.0 / (4.0 * eps));
+        let bwd = sq_norm(&(x - &y - &prop_grad * eps)) * (-1.0 / (4.0 * eps));
+        let log_alpha = &prop_f - &cur_f + bwd - fwd;
+        let accept = log_alpha.rand_like().log().lt_tensor(&log_alpha);
+        match bounds {
+            Some([lo, hi]) => {
+                let flat = y.reshape([y.size()[0], -1]);
+                accept.logical_and(&flat.ge(lo).logical_and(&flat.le(hi)).all_dim(1, false))
+            }
+            None => accept,
+        }
+    });
+    chain.count_accepted(&accept);
+    chain.accept(&accept, &y, &prop_f, &prop_grad, (cur_f, cur_grad));
 }
 
 #[cfg(test)]

@@ -344,6 +344,22 @@ pub(crate) fn check_start(m: &dyn EnergyModel, x0: &Tensor) -> Result<()> {
     check_input(&m.event_shape(), x0, "sampler start x0")
 }
 
+/// The Langevin move from `x` with gradient `grad` and step `α`: `(x + α grad + √(2α) z, x + α grad)`, the
+/// noise drawn in place into the result's buffer.
+///
+/// # Shapes
+/// `x`, `grad`: `[B, *event]` → two `[B, *event]`.
+pub(crate) fn langevin_proposal(x: &Tensor, grad: &Tensor, alpha: f64) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let mut mean = grad * alpha;
+        mean += x;
+        let mut next = mean.empty_like();
+        let _ = next.normal_(0.0, (2.0 * alpha).sqrt());
+        next += &mean;
+        (next, mean)
+    })
+}
+
 /// `‖t‖²` per sample: `[B, *event]` → `[B]`.
 pub(crate) fn sq_norm(t: &Tensor) -> Tensor {
     let b = t.size()[0];
