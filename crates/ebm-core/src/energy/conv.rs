@@ -115,7 +115,17 @@ pub struct ConvEnergy {
 impl ConvEnergy {
     /// Builds the network with its parameters under `path`.
     pub fn new(path: &nn::Path, cfg: &ConvConfig) -> Result<Self> {
+        Self::with_outputs(path, cfg, 1)
+    }
+
+    /// The same trunk with a linear head to `outputs ≥ 1` values ([`ConvEnergy::outputs`]); with more than
+    /// one, `f` is their log-mean-exp (the label marginal of a classifier read as an EBM under a uniform
+    /// prior). Same parameter names and initialisation order as [`ConvEnergy::new`].
+    pub fn with_outputs(path: &nn::Path, cfg: &ConvConfig, outputs: i64) -> Result<Self> {
         cfg.validate()?;
+        if outputs < 1 {
+            return Err(invalid("conv", format!("needs ≥ 1 outputs, got {outputs}")));
+        }
         let mut convs = Vec::new();
         let mut c_in = cfg.in_channels;
         let [mut h, mut w] = cfg.image_size;
@@ -136,8 +146,8 @@ impl ConvEnergy {
         let feat = c_in * h * w;
         let p = path / "head";
         let bound = 1.0 / (feat as f64).sqrt();
-        let hw = p.var("weight", &[1, feat], nn::Init::Uniform { lo: -bound, up: bound });
-        let head_b = p.var("bias", &[1], nn::Init::Uniform { lo: -bound, up: bound });
+        let hw = p.var("weight", &[outputs, feat], nn::Init::Uniform { lo: -bound, up: bound });
+        let head_b = p.var("bias", &[outputs], nn::Init::Uniform { lo: -bound, up: bound });
         let head_w = SnWeight::new(&p, hw, cfg.spectral_norm);
         let mut params: Vec<Tensor> = convs.iter().flat_map(|l| [l.w.w.shallow_clone(), l.b.shallow_clone()]).collect();
         params.push(head_w.w.shallow_clone());
@@ -145,19 +155,32 @@ impl ConvEnergy {
         let event = vec![cfg.in_channels, cfg.image_size[0], cfg.image_size[1]];
         Ok(ConvEnergy { convs, head_w, head_b, activation: cfg.activation, event, params })
     }
-}
 
-impl EnergyModel for ConvEnergy {
+    /// The head's values for every output.
+    ///
     /// # Shapes
-    /// `x: [B, C, H, W]` → `[B]`.
-    fn f(&self, x: &Tensor) -> Tensor {
+    /// `x: [B, C, H, W]` → `[B, outputs]`.
+    pub fn outputs(&self, x: &Tensor) -> Tensor {
         let mut h = x.shallow_clone();
         for l in &self.convs {
             h = h.conv2d(&l.w.get(), Some(&l.b), [l.stride, l.stride], [1, 1], [1, 1], 1);
             h = self.activation.apply(&h);
         }
-        let h = h.flatten(1, -1);
-        h.linear(&self.head_w.get(), Some(&self.head_b)).squeeze_dim(-1)
+        h.flatten(1, -1).linear(&self.head_w.get(), Some(&self.head_b))
+    }
+}
+
+impl EnergyModel for ConvEnergy {
+    /// The one output, or the log-mean-exp of several.
+    ///
+    /// # Shapes
+    /// `x: [B, C, H, W]` → `[B]`.
+    fn f(&self, x: &Tensor) -> Tensor {
+        let g = self.outputs(x);
+        match g.size()[1] {
+            1 => g.squeeze_dim(-1),
+            l => g.logsumexp([1i64], false) - (l as f64).ln(),
+        }
     }
 
     fn event_shape(&self) -> Vec<i64> {
@@ -192,6 +215,30 @@ mod tests {
             assert_eq!(m.event_shape(), vec![1, size[0], size[1]]);
             assert_eq!(vs.trainable_variables().len(), m.parameters().len());
         }
+    }
+
+    #[test]
+    fn several_outputs_share_the_trunk_and_f_is_their_log_mean_exp() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = ConvConfig { image_size: [8, 8], channels: vec![4, 6], ..Default::default() };
+        let m = ConvEnergy::with_outputs(&vs.root(), &cfg, 4).unwrap();
+        let x = Tensor::randn([3, 1, 8, 8], (Kind::Float, Device::Cpu));
+        let g = Vec::<Vec<f64>>::try_from(m.outputs(&x).to_kind(Kind::Double)).unwrap();
+        let f = Vec::<f64>::try_from(m.f(&x).to_kind(Kind::Double)).unwrap();
+        for (row, fi) in g.iter().zip(&f) {
+            assert_eq!(row.len(), 4);
+            let lme = (row.iter().map(|v| v.exp()).sum::<f64>() / 4.0).ln();
+            assert!((fi - lme).abs() < 1e-5, "{fi} vs {lme}");
+        }
+        // one output: the same parameters, in the same order, as `new` (same seed, same values)
+        let (a, b) = (nn::VarStore::new(Device::Cpu), nn::VarStore::new(Device::Cpu));
+        tch::manual_seed(5);
+        let one = ConvEnergy::with_outputs(&a.root(), &cfg, 1).unwrap();
+        tch::manual_seed(5);
+        let plain = ConvEnergy::new(&b.root(), &cfg).unwrap();
+        assert_eq!(Vec::<f32>::try_from(one.f(&x)).unwrap(), Vec::<f32>::try_from(plain.f(&x)).unwrap());
+        assert!(ConvEnergy::with_outputs(&vs.root(), &cfg, 0).is_err());
     }
 
     #[test]

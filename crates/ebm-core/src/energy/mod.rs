@@ -20,7 +20,7 @@ pub use product::ProductOfExperts;
 
 use crate::batch::Batch;
 use crate::error::{invalid, Result};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::check::check_input;
 /// An unnormalised log-density `f(x)`, optionally conditioned on a label `y ∈ {0, …, L-1}` and a noise
@@ -103,6 +103,20 @@ pub trait EnergyModel {
     /// The number of labels L (1 for an unconditional model).
     fn num_labels(&self) -> i64 {
         (self.label_names().len() as i64).max(1)
+    }
+
+    /// `f(x | y; σ)` for every label y at once, the columns in label order (for a classifier read as an EBM:
+    /// its logits). The default calls [`EnergyModel::f_given`] once per label; a model that computes all
+    /// labels in one pass (a shared trunk with `L` outputs) overrides it with the same values.
+    ///
+    /// # Shapes
+    /// `x: [B, *event]`, `sigma: [B]` → `[B, L]`.
+    fn f_all_labels(&self, x: &Tensor, sigma: Option<&Tensor>) -> Tensor {
+        let b = x.size()[0];
+        let per: Vec<Tensor> = (0..self.num_labels())
+            .map(|l| self.f_given(x, Some(&Tensor::full([b], l, (Kind::Int64, x.device()))), sigma))
+            .collect();
+        Tensor::stack(&per, 1)
     }
 
     /// The label called `name`, or an error listing the names.

@@ -67,16 +67,13 @@ impl EnergyModel for Marginal<'_> {
     }
 }
 
-/// The logits `g(x)_y = f(x | y)` of every label.
+/// The logits `g(x)_y = f(x | y)` of every label ([`EnergyModel::f_all_labels`]: one pass for a model with a
+/// shared trunk).
 ///
 /// # Shapes
 /// `x: [B, *event]` → `[B, L]`.
 pub fn logits(m: &dyn EnergyModel, x: &Tensor) -> Tensor {
-    let b = x.size()[0];
-    let per: Vec<Tensor> = (0..m.num_labels())
-        .map(|l| m.f_given(x, Some(&Tensor::full([b], l, (Kind::Int64, x.device()))), None))
-        .collect();
-    Tensor::stack(&per, 1)
+    m.f_all_labels(x, None)
 }
 
 /// The JEM objective.

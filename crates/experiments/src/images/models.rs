@@ -2,72 +2,28 @@
 //! classifier-as-EBM, and the Gaussian baseline of the AIS tables ([`GaussianBaseline`]).
 
 use anyhow::{bail, Result};
-use ebm_core::energy::{Activation, ConvConfig, EnergyModel};
+use ebm_core::energy::{ConvConfig, ConvEnergy, EnergyModel};
 use tch::{nn, Kind, Tensor};
 
-/// A conv classifier read as an EBM (JEM): the trunk of [`ebm_core::energy::ConvEnergy`] (a 3×3 conv to
-/// `channels[0]`, then a 3×3 stride-2 conv per further entry, the activation after each) and a linear head to
-/// `L` logits `g(x)_y`. `f(x | y) = g(x)_y` and the label-free `f(x) = logsumexp_y g(x)_y − log L` (the label
-/// marginal under a uniform prior, as [`ebm_core::energy::ConditionalNet`] reads it). Unlike a
-/// `ConditionalNet`, whose marginal runs the network once per label, the trunk runs once for all labels, so
-/// sampling the marginal costs one forward pass.
+/// A conv classifier read as an EBM (JEM): [`ConvEnergy`] with `L` outputs, the logits `g(x)_y`
+/// (its trunk, head and spectral normalisation as `model.spectral_norm` says). `f(x | y) = g(x)_y` and the
+/// label-free `f(x) = logsumexp_y g(x)_y − log L` (the label marginal under a uniform prior, as
+/// [`ebm_core::energy::ConditionalNet`] reads it). Unlike a `ConditionalNet`, whose marginal runs the network
+/// once per label, the trunk runs once for all labels, for the marginal and for the logits alike.
 #[derive(Debug)]
 pub struct ConvLogits {
-    convs: Vec<(Tensor, Tensor, i64)>,
-    head_w: Tensor,
-    head_b: Tensor,
-    activation: Activation,
-    event: Vec<i64>,
+    net: ConvEnergy,
     labels: Vec<String>,
-    params: Vec<Tensor>,
 }
 
 impl ConvLogits {
     /// Builds the network for `cfg` (its `in_channels` and `image_size` set from the data) and the label
-    /// names, with its parameters under `path` (uniform `±1/√fan_in` initialisation, as `ConvEnergy`).
+    /// names, with its parameters under `path`.
     pub fn new(path: &nn::Path, cfg: &ConvConfig, labels: &[String]) -> Result<Self> {
-        cfg.validate()?;
         if labels.len() < 2 {
             bail!("jem needs a labelled data set with ≥ 2 classes, got {}", labels.len());
         }
-        let uniform = |p: &nn::Path, name: &str, shape: &[i64], fan: i64| {
-            let b = 1.0 / (fan as f64).sqrt();
-            p.var(name, shape, nn::Init::Uniform { lo: -b, up: b })
-        };
-        let (mut c_in, [mut h, mut w]) = (cfg.in_channels, cfg.image_size);
-        let mut convs = Vec::new();
-        for (i, &c) in cfg.channels.iter().enumerate() {
-            let stride = if i == 0 { 1 } else { 2 };
-            let p = path / format!("conv{i}");
-            convs.push((
-                uniform(&p, "weight", &[c, c_in, 3, 3], c_in * 9),
-                uniform(&p, "bias", &[c], c_in * 9),
-                stride,
-            ));
-            if stride == 2 {
-                h = (h + 1) / 2;
-                w = (w + 1) / 2;
-            }
-            c_in = c;
-        }
-        let feat = c_in * h * w;
-        let l = labels.len() as i64;
-        let p = path / "head";
-        let head_w = uniform(&p, "weight", &[l, feat], feat);
-        let head_b = uniform(&p, "bias", &[l], feat);
-        let mut params: Vec<Tensor> =
-            convs.iter().flat_map(|(w, b, _)| [w.shallow_clone(), b.shallow_clone()]).collect();
-        params.push(head_w.shallow_clone());
-        params.push(head_b.shallow_clone());
-        Ok(ConvLogits {
-            convs,
-            head_w,
-            head_b,
-            activation: cfg.activation,
-            event: vec![cfg.in_channels, cfg.image_size[0], cfg.image_size[1]],
-            labels: labels.to_vec(),
-            params,
-        })
+        Ok(ConvLogits { net: ConvEnergy::with_outputs(path, cfg, labels.len() as i64)?, labels: labels.to_vec() })
     }
 
     /// The logits of every label.
@@ -75,11 +31,7 @@ impl ConvLogits {
     /// # Shapes
     /// `x: [B, C, H, W]` → `[B, L]`.
     pub fn logits(&self, x: &Tensor) -> Tensor {
-        let mut h = x.shallow_clone();
-        for (w, b, s) in &self.convs {
-            h = self.activation.apply(&h.conv2d(w, Some(b), [*s, *s], [1, 1], [1, 1], 1));
-        }
-        h.flatten(1, -1).linear(&self.head_w, Some(&self.head_b))
+        self.net.outputs(x)
     }
 }
 
@@ -89,7 +41,7 @@ impl EnergyModel for ConvLogits {
     /// # Shapes
     /// `x: [B, C, H, W]` → `[B]`.
     fn f(&self, x: &Tensor) -> Tensor {
-        self.f_given(x, None, None)
+        self.net.f(x)
     }
 
     /// `g(x)_y` for each row's label; without labels, the marginal (σ is ignored: not noise-conditional).
@@ -97,11 +49,18 @@ impl EnergyModel for ConvLogits {
     /// # Shapes
     /// `x: [B, C, H, W]`, `labels: [B]` → `[B]`.
     fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, _sigma: Option<&Tensor>) -> Tensor {
-        let g = self.logits(x);
         match labels {
-            Some(l) => g.gather(1, &l.unsqueeze(1), false).squeeze_dim(1),
-            None => g.logsumexp([1i64], false) - (self.labels.len() as f64).ln(),
+            Some(l) => self.logits(x).gather(1, &l.unsqueeze(1), false).squeeze_dim(1),
+            None => self.net.f(x),
         }
+    }
+
+    /// The logits, from one pass of the trunk.
+    ///
+    /// # Shapes
+    /// `x: [B, C, H, W]` → `[B, L]`.
+    fn f_all_labels(&self, x: &Tensor, _sigma: Option<&Tensor>) -> Tensor {
+        self.logits(x)
     }
 
     fn label_names(&self) -> Vec<String> {
@@ -109,11 +68,11 @@ impl EnergyModel for ConvLogits {
     }
 
     fn event_shape(&self) -> Vec<i64> {
-        self.event.clone()
+        self.net.event_shape()
     }
 
     fn parameters(&self) -> Vec<Tensor> {
-        self.params.iter().map(|p| p.shallow_clone()).collect()
+        self.net.parameters()
     }
 }
 
@@ -286,6 +245,17 @@ mod tests {
             let lse = (0..3).map(|l| per[l][i].exp()).sum::<f64>().ln() - 3f64.ln();
             assert!((f[i] - lse).abs() < 1e-5, "{} vs {lse}", f[i]);
         }
+        // JEM's logits come from the one pass and equal the per-label reading
+        let all = Vec::<Vec<f64>>::try_from(ebm_core::objective::jem::logits(&m, &x).to_kind(Kind::Double)).unwrap();
+        for (l, col) in per.iter().enumerate() {
+            for i in 0..5 {
+                assert!((all[i][l] - col[i]).abs() < 1e-6);
+            }
+        }
         assert!(ConvLogits::new(&vs.root(), &cfg, &names[..1]).is_err());
+        // spectral normalisation reaches the classifier: one power-iteration vector per weight
+        let sn = nn::VarStore::new(Device::Cpu);
+        let _ = ConvLogits::new(&sn.root(), &ConvConfig { spectral_norm: true, ..cfg }, &names).unwrap();
+        assert_eq!(sn.variables().keys().filter(|k| k.ends_with("sn_u")).count(), 3);
     }
 }

@@ -145,8 +145,6 @@ fn train_conditional(
     Ok((CondModel { name: name.to_string(), _vs: vs, net }, secs))
 }
 
-/// Samples `s.n` images from uniform noise: annealed Langevin over `model_at(σ)` for DSM-trained models, plain
-/// Langevin on `model_at(0)` (the clean model) for contrastive ones.
 /// Samples `s.n` images: chains start from noise or from random training images (`s.start`), then annealed
 /// Langevin over `model_at(σ)` for DSM-trained models, plain Langevin on `model_at(0)` (the clean model) for
 /// contrastive ones. Returns the starts and the samples.
