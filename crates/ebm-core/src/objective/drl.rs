@@ -360,7 +360,7 @@ mod tests {
         // gives level t + 1 exactly, so R is constant. Tilting level 0 by c(y − θ) makes, in closed form,
         // R(x̃) = const − c (v₀/v₁)(x̃ − θ) with v_t = s² + a_t², so the term is Σ_{rows at 0} (c v₀/v₁)² (u − ū)² / B.
         tch::manual_seed(5);
-        let (theta, s2) = (1.0, 0.09);
+        let (theta, s2): (f64, f64) = (1.0, 0.09);
         let blur = || LearnedBlur {
             theta: Tensor::from_slice(&[theta as f32]),
             log_s2: Tensor::from_slice(&[(s2 as f32).ln()]),
@@ -374,7 +374,7 @@ mod tests {
         let obj = Drl::new(cfg).unwrap();
         let x = Tensor::randn([3000, 1], (Kind::Float, Device::Cpu)) * s2.sqrt() + theta;
         let pairs = obj.pairs(&x);
-        let c = 2.0;
+        let c: f64 = 2.0;
         let (v0, v1) = (s2 + 0.01, s2 + 0.04);
         let at0 = pairs.index.eq(0).to_kind(Kind::Float);
         let u = pairs.anchor.squeeze_dim(1) - theta;
