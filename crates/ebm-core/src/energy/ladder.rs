@@ -151,7 +151,7 @@ mod tests {
         // give the residuals values: f_{a_t} − f_{a_{t+1}} = r_t / a_t exactly
         tch::no_grad(|| {
             for p in m.parameters() {
-                let _ = p.shallow_clone().copy_(&p.randn_like());
+                p.shallow_clone().copy_(&p.randn_like());
             }
         });
         let d0 = at(&m, &x, 0.1) - at(&m, &x, 0.3) - m.nets[0].f(&x) / 0.1;
@@ -169,7 +169,7 @@ mod tests {
         let (_vs, m) = ladder();
         tch::no_grad(|| {
             for p in m.parameters() {
-                let _ = p.shallow_clone().copy_(&p.randn_like());
+                p.shallow_clone().copy_(&p.randn_like());
             }
         });
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
