@@ -110,6 +110,17 @@ impl Mlp {
             .collect();
         Ok(Mlp { layers, activation: cfg.activation, in_dim: cfg.in_dim })
     }
+
+    /// Sets the output layer's weights and bias to zero (`f ≡ 0`; the hidden layers keep their values).
+    pub(crate) fn zero_output_layer(&self) {
+        let last = self.layers.last().expect("an MLP has an output layer");
+        tch::no_grad(|| {
+            let _ = last.ws.shallow_clone().zero_();
+            if let Some(b) = &last.bs {
+                let _ = b.shallow_clone().zero_();
+            }
+        });
+    }
 }
 
 /// `h W^T + b` with one fused `addmm` (BLAS reads the transposed view of `W` as it is, no copy).

@@ -8,6 +8,7 @@ pub mod compose;
 pub mod conditional;
 pub mod conv;
 pub mod empirical;
+pub mod ladder;
 pub mod mlp;
 pub mod product;
 
@@ -15,6 +16,7 @@ pub use analytic::{Gaussian, GaussianMixture};
 pub use compose::{BoxRestricted, Composition, Expression, Offset};
 pub use conv::{ConvConfig, ConvEnergy};
 pub use empirical::{EmpiricalChannelSum, PixelMixture};
+pub use ladder::LadderMlp;
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use product::ProductOfExperts;
 

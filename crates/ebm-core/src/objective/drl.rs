@@ -16,6 +16,15 @@
 //! Gaussian factor keeps the conditional close to unimodal and of width `δ_t`, short chains started at `x̃`
 //! sample it well, where chains on the marginal would not mix.
 //!
+//! Optional (`consistency = λ > 0`): the recovery conditional of a small level has width `δ_t` and never leaves
+//! the mode its anchor came from, so it is blind to the relative heights of separated modes (adding a
+//! different constant to `f_{a_t}` on each mode leaves the loss unchanged). The blurred data obey
+//! `p_{a_{t+1}} = p_{a_t} ∗ N(0, δ_t²)` exactly, which ties each level to the one above, where anchors do travel
+//! between modes: [`Drl::consistency`] adds `λ ·` the within-level variance of
+//! `f_{a_{t+1}}(x̃) − log E_ξ exp f_{a_t}(x̃ + δ_t ξ)` (a constant for the true densities), the level above held
+//! fixed. With a model whose small levels inherit the larger ones ([`crate::energy::LadderMlp`]) this is what
+//! makes the lowest level's mode weights right on 8 Gaussians.
+//!
 //! Sample a trained model with [`crate::sampler::RecoverySampler`] (the conditionals from the largest level
 //! down: the ancestral sampler this training matches), or, since `f_a` is a density at every level, with
 //! [`crate::sampler::AnnealedLangevin`] or any sampler on the lowest level's view `at_noise(a_0)`.
@@ -43,6 +52,10 @@ pub struct DrlConfig {
     pub step_ratio: f64,
     /// L2 penalty α on `f_a` at positives and negatives.
     pub alpha: f64,
+    /// Weight λ of the consistency of adjacent levels (0: off), see [`Drl::consistency`].
+    pub consistency: f64,
+    /// Monte Carlo draws per anchor of the consistency term's Gaussian blur (≥ 1 when λ > 0).
+    pub consistency_samples: usize,
 }
 
 impl Default for DrlConfig {
@@ -53,6 +66,8 @@ impl Default for DrlConfig {
             k: 30,
             step_ratio: 0.05,
             alpha: 0.0,
+            consistency: 0.0,
+            consistency_samples: 16,
         }
     }
 }
@@ -69,6 +84,12 @@ impl DrlConfig {
         }
         if !(self.alpha >= 0.0) || !self.alpha.is_finite() {
             return Err(invalid("drl.alpha", format!("must be ≥ 0, got {}", self.alpha)));
+        }
+        if !(self.consistency >= 0.0) || !self.consistency.is_finite() {
+            return Err(invalid("drl.consistency", format!("must be ≥ 0, got {}", self.consistency)));
+        }
+        if self.consistency > 0.0 && self.consistency_samples == 0 {
+            return Err(invalid("drl.consistency_samples", "must be ≥ 1 when drl.consistency > 0"));
         }
         Ok(())
     }
@@ -93,6 +114,8 @@ pub struct RecoveryPairs {
     pub positive: Tensor,
     /// `x̃ = x⁺ + δ_t ξ'`, `[B, *event]`.
     pub anchor: Tensor,
+    /// The level index `t` of every row, `[B]` (int64).
+    pub index: Tensor,
 }
 
 impl Drl {
@@ -122,7 +145,7 @@ impl Drl {
         let x = x.detach();
         let positive = &x + x.randn_like() * level.view(bshape.as_slice());
         let anchor = &positive + x.randn_like() * delta.view(bshape.as_slice());
-        RecoveryPairs { delta2: delta.square(), level, positive, anchor }
+        RecoveryPairs { delta2: delta.square(), level, positive, anchor, index: pick }
     }
 
     /// `k` Langevin steps on every row's recovery conditional, from its anchor (parameters frozen).
@@ -137,6 +160,46 @@ impl Drl {
             y = recovery_step(&log_p, &y, &pairs.anchor, &pairs.delta2, self.cfg.step_ratio, None).0;
         }
         y
+    }
+}
+
+impl Drl {
+    /// The consistency of adjacent levels: the blurred data obey `p_{a_{t+1}} = p_{a_t} ∗ N(0, δ_t²)` exactly, so
+    /// `R(x̃) = f_{a_{t+1}}(x̃) − log E_ξ exp f_{a_t}(x̃ + δ_t ξ)` is the same constant (`log Z_{t+1} − log Z_t`)
+    /// at every `x̃`. Returns the within-level variance of `R` at the anchors of the levels below the top,
+    /// `Σ_t Σ_{rows at t} (R − R̄_t)² / B`, the expectation estimated with `consistency_samples` draws (a
+    /// log-mean-exp); `f_{a_{t+1}}` is held fixed, so the term moves level `t` towards the blurred-down view of
+    /// the level above — which fixes what the recovery conditional of level `t` cannot see when it is narrow:
+    /// the relative heights of modes it never leaves.
+    ///
+    /// # Shapes
+    /// `pairs` of a batch of B, `labels: [B]` → `[]`.
+    pub fn consistency(&self, m: &dyn EnergyModel, pairs: &RecoveryPairs, labels: Option<&Tensor>) -> Tensor {
+        let x = &pairs.anchor;
+        let (b, n) = (x.size()[0], self.cfg.consistency_samples as i64);
+        let l = self.levels.len() as i64;
+        let dev = x.device();
+        let table = |v: &[f64]| Tensor::from_slice(v).to_kind(x.kind()).to_device(dev);
+        let top = l - 1;
+        let next = pairs.index.clamp_max(top - 1) + 1;
+        let above = table(&self.levels).index_select(0, &next);
+        let f_next = tch::no_grad(|| m.f_given(x, labels, Some(&above)) / &above);
+        let mut shape = vec![b, n];
+        shape.extend(&x.size()[1..]);
+        let delta = pairs.delta2.sqrt();
+        let mut bshape = vec![b, 1];
+        bshape.extend(std::iter::repeat_n(1, x.dim() - 1));
+        let y = (x.unsqueeze(1) + Tensor::randn(shape.as_slice(), (x.kind(), dev)) * delta.view(bshape.as_slice()))
+            .flatten(0, 1);
+        let lv = pairs.level.repeat_interleave_self_int(n, 0, None);
+        let lab = labels.map(|t| t.repeat_interleave_self_int(n, 0, None));
+        let f_here = (m.f_given(&y, lab.as_ref(), Some(&lv)) / &lv).view([b, n]);
+        let r = f_next - (f_here.logsumexp([1i64], false) - (n as f64).ln());
+        let below_top = pairs.index.lt(top).to_kind(x.kind());
+        let r = &r * &below_top;
+        let counts = Tensor::zeros([l], (x.kind(), dev)).index_add(0, &pairs.index, &below_top).clamp_min(1.0);
+        let means = Tensor::zeros([l], (x.kind(), dev)).index_add(0, &pairs.index, &r) / counts;
+        ((&r - means.index_select(0, &pairs.index)).square() * below_top).sum(x.kind()) / b as f64
     }
 }
 
@@ -165,6 +228,13 @@ impl Objective for Drl {
         } else {
             cd
         };
+        let (loss, cons) = if self.cfg.consistency > 0.0 {
+            let c = self.consistency(m, &pairs, labels);
+            let v = tch::no_grad(|| f64::try_from(c.to_kind(Kind::Double)))?;
+            (loss + c * self.cfg.consistency, Some(v))
+        } else {
+            (loss, None)
+        };
         let (mp, mn, moved) = tch::no_grad(|| {
             let b = batch.len();
             (
@@ -176,10 +246,11 @@ impl Objective for Drl {
             )
         });
         let (mp, mn, moved) = (mp?, mn?, moved?);
-        Ok(LossOutput {
-            loss,
-            metrics: vec![("f_pos", mp), ("f_neg", mn), ("energy_gap", mp - mn), ("recovery_move", moved)],
-        })
+        let mut metrics = vec![("f_pos", mp), ("f_neg", mn), ("energy_gap", mp - mn), ("recovery_move", moved)];
+        if let Some(c) = cons {
+            metrics.push(("consistency", c));
+        }
+        Ok(LossOutput { loss, metrics })
     }
 
     fn name(&self) -> String {
@@ -230,6 +301,7 @@ mod tests {
             k: 40,
             step_ratio: 0.05,
             alpha: 0.0,
+            ..Default::default()
         };
         let mut obj = Drl::new(cfg).unwrap();
         let mut opt = nn::Adam::default().build(&vs, 0.05).unwrap();
@@ -259,6 +331,62 @@ mod tests {
         assert!(gap.abs() < 0.03 * f_pos.abs().max(1.0), "gap {gap} (f_pos {f_pos})");
     }
 
+    /// [`LearnedBlur`] plus a tilt `c (x − θ)` on `f_a` at the levels `a ≤ below` only: an inconsistent ladder.
+    struct Tilted {
+        inner: LearnedBlur,
+        c: f64,
+        below: f64,
+    }
+    impl EnergyModel for Tilted {
+        fn f(&self, x: &Tensor) -> Tensor {
+            self.inner.f(x)
+        }
+        fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
+            let s = sigma.expect("a level per row");
+            let on = s.le(self.below).to_kind(x.kind());
+            self.inner.f_given(x, labels, sigma) + (x.squeeze_dim(1) - &self.inner.theta) * s * on * self.c
+        }
+        fn event_shape(&self) -> Vec<i64> {
+            vec![1]
+        }
+        fn parameters(&self) -> Vec<Tensor> {
+            self.inner.parameters()
+        }
+    }
+
+    #[test]
+    fn consistency_is_zero_on_a_blur_family_and_the_exact_variance_of_a_tilt() {
+        // levels 0.1, 0.2, 0.4 and f_a the N(θ, s² + a²) log-density up to a constant: blurring level t by δ_t
+        // gives level t + 1 exactly, so R is constant. Tilting level 0 by c(y − θ) makes, in closed form,
+        // R(x̃) = const − c (v₀/v₁)(x̃ − θ) with v_t = s² + a_t², so the term is Σ_{rows at 0} (c v₀/v₁)² (u − ū)² / B.
+        tch::manual_seed(5);
+        let (theta, s2): (f64, f64) = (1.0, 0.09);
+        let blur = || LearnedBlur {
+            theta: Tensor::from_slice(&[theta as f32]),
+            log_s2: Tensor::from_slice(&[(s2 as f32).ln()]),
+        };
+        let cfg = DrlConfig {
+            scales: NoiseScales { sigma_max: 0.4, sigma_min: 0.1, levels: 3 },
+            consistency: 1.0,
+            consistency_samples: 4000,
+            ..Default::default()
+        };
+        let obj = Drl::new(cfg).unwrap();
+        let x = Tensor::randn([3000, 1], (Kind::Float, Device::Cpu)) * s2.sqrt() + theta;
+        let pairs = obj.pairs(&x);
+        let c: f64 = 2.0;
+        let (v0, v1) = (s2 + 0.01, s2 + 0.04);
+        let at0 = pairs.index.eq(0).to_kind(Kind::Float);
+        let u = pairs.anchor.squeeze_dim(1) - theta;
+        let u_mean = (&u * &at0).sum(Kind::Float) / at0.sum(Kind::Float);
+        let want =
+            f64::try_from(((u - u_mean).square() * &at0).sum(Kind::Float)).unwrap() * (c * v0 / v1).powi(2) / 3000.0;
+        let got = f64::try_from(obj.consistency(&Tilted { inner: blur(), c, below: 0.1001 }, &pairs, None)).unwrap();
+        assert!((got / want - 1.0).abs() < 0.1, "tilted: {got} against {want}");
+        let flat = f64::try_from(obj.consistency(&blur(), &pairs, None)).unwrap();
+        assert!(flat < 0.02 * want, "consistent ladder: {flat} (tilted {want})");
+    }
+
     #[test]
     fn bad_configs_and_noisy_batches_are_errors() {
         let c = DrlConfig { k: 0, ..Default::default() };
@@ -269,6 +397,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("drl.step_ratio"));
         let c = DrlConfig { alpha: f64::NAN, ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("drl.alpha"));
+        let c = DrlConfig { consistency: -0.5, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("drl.consistency"));
+        let c = DrlConfig { consistency: 1.0, consistency_samples: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("drl.consistency_samples"));
         let m = LearnedBlur { theta: Tensor::from_slice(&[0.0f32]), log_s2: Tensor::from_slice(&[0.0f32]) };
         let x = Tensor::zeros([4, 1], (Kind::Float, Device::Cpu));
         let noisy = Batch { x, labels: None, sigma: Some(Tensor::ones([4], (Kind::Float, Device::Cpu))) };

@@ -183,6 +183,20 @@ impl FinalSampler {
     }
 }
 
+/// The network DRL trains (the other methods train `model` as it is).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrlNet {
+    /// One MLP of `model`'s shape per level of `drl.scales`, each level the level above plus its own residual
+    /// ([`ebm_core::energy::LadderMlp`]): the small levels inherit the mode heights and gaps that only the
+    /// larger levels identify.
+    #[default]
+    Ladder,
+    /// `model`'s MLP with σ as one more input ([`ebm_core::energy::conditional::SigmaInput::Raw`]): every level
+    /// tied to every other (KL 1.43 on 8 Gaussians, the smallest level a ring).
+    SigmaInput,
+}
+
 /// How every trained model is sampled for the sample metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -348,8 +362,10 @@ pub struct CdVsSmConfig {
     pub ed: EnergyDiscrepancyConfig,
     /// NCE settings (the noise is a Gaussian fitted to the training set).
     pub nce: NceConfig,
-    /// Diffusion-recovery-likelihood settings (levels, `k`, step ratio).
+    /// Diffusion-recovery-likelihood settings (levels, `k`, step ratio, consistency).
     pub drl: DrlConfig,
+    /// The network DRL trains: `ladder` or `sigma_input`.
+    pub drl_net: DrlNet,
     /// Final sampling.
     pub sampling: SamplingSettings,
     /// Evaluation.
@@ -394,7 +410,10 @@ impl Default for CdVsSmConfig {
                 k: 30,
                 step_ratio: 0.05,
                 alpha: 0.0,
+                consistency: 0.3,
+                consistency_samples: 16,
             },
+            drl_net: DrlNet::Ladder,
             sampling: SamplingSettings::default(),
             eval: EvalSettings::default(),
         }
@@ -719,6 +738,10 @@ mod tests {
         assert_eq!(load(&["sampling.score=\"autograd\""]).unwrap().sampling.score, ScorePath::Autograd);
         let e = format!("{:#}", load(&["sampling.score=\"slow\""]).unwrap_err());
         assert!(e.contains("score") && e.contains("slow") && e.contains("autograd"), "{e}");
+        assert_eq!(load(&[]).unwrap().drl_net, DrlNet::Ladder);
+        assert_eq!(load(&["drl_net=\"sigma_input\""]).unwrap().drl_net, DrlNet::SigmaInput);
+        let e = format!("{:#}", load(&["drl_net=\"film\""]).unwrap_err());
+        assert!(e.contains("drl_net") && e.contains("film") && e.contains("ladder"), "{e}");
     }
 
     #[test]
@@ -736,6 +759,8 @@ mod tests {
         check(&["ed.t=0"], "invalid value for ed.t");
         check(&["nce.nu=0"], "invalid value for nce.nu");
         check(&["drl.k=0"], "invalid value for drl.k");
+        check(&["drl.consistency=-1"], "invalid value for drl.consistency");
+        check(&["drl.consistency_samples=0"], "invalid value for drl.consistency_samples");
         check(&["drl.scales.levels=1", "drl.scales.sigma_min=2.0"], "invalid value for drl.scales.levels");
         check(&["sampling.hmc.step_size=0"], "invalid value for sampling.hmc.step_size");
         check(&["cd.buffer_capacity=0"], "invalid value for cd.buffer_capacity");

@@ -9,7 +9,7 @@ use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
 use ebm_core::data::Source2d;
 use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, SigmaInput};
-use ebm_core::energy::{EnergyModel, GaussianMixture, Mlp};
+use ebm_core::energy::{EnergyModel, GaussianMixture, LadderMlp, Mlp};
 use ebm_core::eval::{
     evaluate_2d, grid_log_z, grid_mode_weights, kl_data_model, kl_to_source, mmd2_rbf, nll, EvalOptions, EvalReport,
     GridLogZ, GridSpec, DEFAULT_MARGIN,
@@ -28,7 +28,7 @@ mod config;
 mod report;
 
 pub use config::{
-    default_config_path, folder_name, CdVsSmConfig, Datasets, EvalSettings, FinalSampler, Method, OnOutliers,
+    default_config_path, folder_name, CdVsSmConfig, Datasets, DrlNet, EvalSettings, FinalSampler, Method, OnOutliers,
     SamplingSettings, SmSettings,
 };
 use report::{fmt_weights, write_results};
@@ -148,12 +148,17 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     let bbox = source.bbox();
     let margin = EvalOptions::default().margin;
-    // Same initial weights for every method (DRL's MLP has σ as one more input; `ln σ` with FiLM by the level,
-    // `SigmaInput::LogFilm`, did worse on 8 Gaussians: KL 1.52 against 1.43, and 7.3 against 1.18 with
-    // drl.scales.sigma_max = 1 and 6 000 updates, its lowest level's mode weights drifting apart).
+    // Same initial weights for every method (DRL's ladder: its top level's MLP; with drl_net = "sigma_input" the
+    // MLP has σ as one more input; `ln σ` with FiLM by the level, `SigmaInput::LogFilm`, did worse on 8
+    // Gaussians: KL 1.52 against 1.43, and 7.3 against 1.18 with drl.scales.sigma_max = 1 and 6 000 updates,
+    // its lowest level's mode weights drifting apart).
     tch::manual_seed(cfg.seed as i64);
     let vs = nn::VarStore::new(device);
     let model: Box<dyn EnergyModel> = match method {
+        Method::Drl if cfg.drl_net == DrlNet::Ladder => {
+            let (levels, _) = ladder_with_increments(&cfg.drl.scales);
+            Box::new(LadderMlp::new(&vs.root(), &cfg.model, &levels)?)
+        }
         Method::Drl => {
             let c = ConditionalConfig {
                 widths: cfg.model.hidden.clone(),
@@ -268,8 +273,11 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     let total_seconds = t0.elapsed().as_secs_f64();
     if method == Method::Drl {
         // DRL is a model of the data at every level: how far each level is from the exactly blurred data
-        for (a, kl) in drl_level_kls(model, cfg, source, test, opts.margin, device)? {
-            eprintln!("ebm-rs: {ds}/drl level σ = {a:.4}: KL(data blurred by σ ‖ f(·; σ)/σ) = {kl:.3}");
+        for (a, kl, w) in drl_level_kls(model, cfg, source, test, opts.margin, device)? {
+            eprintln!(
+                "ebm-rs: {ds}/drl level σ = {a:.4}: KL(data blurred by σ ‖ f(·; σ)/σ) = {kl:.3}, grid mode weights {}",
+                fmt_weights(&w)
+            );
             sink.scalar(&format!("final/drl_kl_level_{a:.4}"), outcome.steps as u64, kl)?;
         }
     }
@@ -386,7 +394,7 @@ fn density_view<'a>(
 
 /// DRL's view at every level `a` of its ladder (smallest first) against the data blurred by `N(0, a²)`, which
 /// for a mixture of isotropic Gaussians of std `s` is the mixture of the same centres with std `√(s² + a²)`:
-/// `(a, KL(p_a ‖ f(·; a)/a))`, with log Z on the grid of the final evaluation (the top levels' blurred data
+/// `(a, KL(p_a ‖ f(·; a)/a), the level's mode weights on the grid)`, with log Z on the grid of the final evaluation (the top levels' blurred data
 /// reach past the grid: their KL is then biased low). Empty when the data set is not such a mixture.
 ///
 /// # Shapes
@@ -398,7 +406,7 @@ fn drl_level_kls(
     test: &Tensor,
     margin: f64,
     device: Device,
-) -> Result<Vec<(f64, f64)>> {
+) -> Result<Vec<(f64, f64, Vec<f64>)>> {
     let Some(modes) = source.modes() else { return Ok(Vec::new()) };
     let grid = GridSpec::with_margin(source.bbox(), margin, cfg.eval.grid_n)?;
     let means: Vec<Vec<f64>> = modes.centers.iter().map(|c| c.to_vec()).collect();
@@ -410,7 +418,8 @@ fn drl_level_kls(
         let log_p = tch::no_grad(|| blurred.f(&x));
         let view = model.at_noise(a)?;
         let gz = grid_log_z(view.as_ref(), &grid, device)?;
-        out.push((a, kl_data_model(view.as_ref(), &x, &log_p, gz.log_z, device)?));
+        let kl = kl_data_model(view.as_ref(), &x, &log_p, gz.log_z, device)?;
+        out.push((a, kl, grid_mode_weights(&gz, &modes.centers)));
     }
     Ok(out)
 }

@@ -82,6 +82,7 @@ impl ImageMethod {
                 k: cfg.drl.k,
                 step_ratio: cfg.drl.step_ratio,
                 alpha: cfg.drl.alpha,
+                ..Default::default()
             }),
         }
     }
