@@ -385,6 +385,8 @@ impl Default for CdVsSmConfig {
                 Method::SmExact,
                 Method::SmHutchinson,
                 Method::Dsm,
+                Method::Ed,
+                Method::Nce,
             ],
             seed: 0,
             device: DeviceArg::Auto,
