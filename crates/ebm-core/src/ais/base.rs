@@ -132,6 +132,11 @@ impl BoxGaussians {
         Ok(())
     }
 
+    /// `log p₀(x)` per row of `x: [B, *event]` inside the box (`f64`, `[B]`).
+    pub fn log_prob(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.prepare(x.device()).log_prob_and_grad(x).0)
+    }
+
     /// The tensors of the mixture on `device` (all `f64`), for [`BoxGaussians::sample`] and
     /// [`BoxGaussians::log_prob_and_grad`].
     pub(super) fn prepare(&self, device: Device) -> Prepared {
