@@ -250,10 +250,9 @@ pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) 
     let dir = if path.join("meta.json").exists() {
         path.to_path_buf()
     } else {
-        list_checkpoints(path)?
-            .pop()
-            .map(|(_, p)| p)
-            .ok_or_else(|| invalid("checkpoint", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display())))?
+        list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
+            invalid("checkpoint", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
+        })?
     };
     let meta_path = dir.join("meta.json");
     let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
@@ -282,9 +281,10 @@ pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) 
     let vars = vs.variables();
     let mut pairs = Vec::with_capacity(vars.len());
     for (name, var) in &vars {
-        let src = state.get(&format!("ema.{name}")).or_else(|| state.get(&format!("model.{name}"))).ok_or_else(|| {
-            refuse(&dir, format!("it has no tensor for model variable '{name}': another architecture?"))
-        })?;
+        let src =
+            state.get(&format!("ema.{name}")).or_else(|| state.get(&format!("model.{name}"))).ok_or_else(|| {
+                refuse(&dir, format!("it has no tensor for model variable '{name}': another architecture?"))
+            })?;
         if src.size() != var.size() {
             return Err(refuse(
                 &dir,

@@ -1,12 +1,12 @@
 //! Settings of `exp_images`: the [`ImageMethod`]s and [`ImagesConfig`].
 
+pub use super::ais_eval::{AisBaseSetting, BaseComponents};
 use crate::common::cli::check_run_settings;
 use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
-pub use super::ais_eval::AisBaseSetting;
 use anyhow::{bail, Result};
-use ebm_core::ais::{AisBase, AisConfig, AisTransition, BoxGaussians, Schedule};
+use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::conditional::{Arch, ConditionalConfig};
@@ -573,22 +573,9 @@ impl ImagesConfig {
     }
 
     /// The AIS base of `eval.ais.base` on the data range, fitted to the training images `x: [N, *event]`
-    /// (and their `labels` for `per_class`).
+    /// (and their `labels` for `components = "per_class"`).
     pub fn ais_base(&self, x: &tch::Tensor, labels: Option<&[i64]>) -> Result<AisBase> {
-        let (low, high) = self.data.scale.range();
-        Ok(match self.eval.ais.base {
-            AisBaseSetting::Uniform => AisBase::Uniform { low, high },
-            AisBaseSetting::FittedGaussian { per_class, min_std, std_scale } => {
-                if per_class && labels.is_none() {
-                    bail!("eval.ais.base.per_class needs a labelled data set (set per_class = false)");
-                }
-                let labels = if per_class { labels } else { None };
-                AisBase::TruncatedGaussians(user_keys(
-                    BoxGaussians::fit(x, labels, low, high, min_std, std_scale),
-                    &[("ais.base", "eval.ais.base")],
-                )?)
-            }
-        })
+        self.eval.ais.base.resolve(self.data.scale.range(), x, labels)
     }
 
     /// The AIS configuration: `base` (see [`ImagesConfig::ais_base`]), MALA transitions.

@@ -36,8 +36,8 @@ mod models;
 mod report;
 
 pub use config::{
-    default_config_path, AisBaseSetting, AisSettings, DataSettings, DrlSettings, EvalSettings, ImageMethod, ImagesConfig, JemSettings,
-    LogSettings, SamplingSettings,
+    default_config_path, AisBaseSetting, AisSettings, BaseComponents, DataSettings, DrlSettings, EvalSettings,
+    ImageMethod, ImagesConfig, JemSettings, LogSettings, SamplingSettings,
 };
 pub use models::{ConvLogits, GaussianBaseline, GaussianLl};
 pub use report::{markdown, AisReport, ClassifierReport, GaussianReport, ImagesReport};

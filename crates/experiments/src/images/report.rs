@@ -36,6 +36,10 @@ pub struct AisReport {
     pub chains_f_mean: f64,
     /// Mean `f` of the test images.
     pub test_f_mean: f64,
+    /// Mean `f` of the training images (far above `test_f_mean`: the model has learnt them by heart).
+    pub train_f_mean: f64,
+    /// Each chain's log-weight.
+    pub log_weights: Vec<f64>,
     /// Chains.
     pub chains: usize,
     /// Intermediate distributions.
@@ -175,7 +179,11 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
     if let Some(p) = &cfg.eval.checkpoint {
         s = s.replacen(
             "\n\n| metric",
-            &format!("\nNot trained here: the weights of `{}` (update {}) were evaluated.\n\n| metric", p.display(), r.iters),
+            &format!(
+                "\nNot trained here: the weights of `{}` (update {}) were evaluated.\n\n| metric",
+                p.display(),
+                r.iters
+            ),
             1,
         );
     }
@@ -215,7 +223,10 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
             ),
         );
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
-        row("mean f: AIS final chains (test images)", format!("{:.2} ({:.2})", a.chains_f_mean, a.test_f_mean));
+        row(
+            "mean f: AIS final chains (test images; training images)",
+            format!("{:.2} ({:.2}; {:.2})", a.chains_f_mean, a.test_f_mean, a.train_f_mean),
+        );
         if let Some(b) = a.base_test_ll {
             row("AIS base: test log-likelihood, nats/image", format!("{b:.2}"));
         }
