@@ -151,7 +151,10 @@ impl BoxGaussians {
         let w = &w / w.sum(Kind::Double);
         // log w_k - Σ_i (log s_ki + ½ log 2π + log mass_ki): everything of log p_k but the quadratic term
         let log_c = w.log() - (std.log() + 0.5 * LN_2PI + log_mass).sum_dim_intlist(1, false, Kind::Double);
-        Prepared { low: self.low, high: self.high, mean, std, cdf_lo, cdf_hi, w, log_c }
+        let prec = std.square().reciprocal();
+        let mean_prec = &mean * &prec;
+        let mean_sq_prec = (&mean * &mean_prec).sum_dim_intlist(1, false, Kind::Double);
+        Prepared { low: self.low, high: self.high, mean, std, cdf_lo, cdf_hi, w, log_c, prec, mean_prec, mean_sq_prec }
     }
 }
 
@@ -166,6 +169,10 @@ pub(super) struct Prepared {
     cdf_hi: Tensor,
     w: Tensor,
     log_c: Tensor,
+    /// `1/s²`, `μ/s²` `[K, D]` and `Σ_d μ²/s²` `[K]`.
+    prec: Tensor,
+    mean_prec: Tensor,
+    mean_sq_prec: Tensor,
 }
 
 impl Prepared {
@@ -186,14 +193,21 @@ impl Prepared {
     }
 
     /// `log p₀(x)` `[B]` (`f64`) and its gradient (shaped and typed like `x`), for `x` inside the box.
+    ///
+    /// With `P = 1/s²` `[K, D]`, the quadratic terms are matrix products, `Σ_d P_kd (x_d - μ_kd)² = x² Pᵀ -
+    /// 2 x (μP)ᵀ + Σ_d μ²P`, and so is the gradient `Σ_k r_k P_k (μ_k - x) = R (μP) - x ⊙ (R P)` with `R [B, K]`
+    /// the responsibilities: `O(B K D)` multiply-adds with no `[B, K, D]` tensor (a kernel density base has
+    /// thousands of components).
     pub(super) fn log_prob_and_grad(&self, x: &Tensor) -> (Tensor, Tensor) {
         let b = x.size()[0];
-        let v = x.reshape([b, 1, -1]).to_kind(Kind::Double);
-        let z = (v - self.mean.unsqueeze(0)) / self.std.unsqueeze(0); // [B, K, D]
-        let lpk = z.square().sum_dim_intlist(2, false, Kind::Double) * -0.5 + self.log_c.unsqueeze(0); // [B, K]
+        let v = x.reshape([b, -1]).to_kind(Kind::Double); // [B, D]
+        let quad = (v.square().matmul(&self.prec.tr()) - v.matmul(&self.mean_prec.tr()) * 2.0
+            + self.mean_sq_prec.unsqueeze(0))
+        .clamp_min(0.0); // [B, K], ≥ 0 up to rounding
+        let lpk = quad * -0.5 + self.log_c.unsqueeze(0);
         let lp = lpk.logsumexp([1], false);
-        let resp = lpk.softmax(1, Kind::Double).unsqueeze(2); // [B, K, 1]
-        let grad = -(resp * z / self.std.unsqueeze(0)).sum_dim_intlist(1, false, Kind::Double);
+        let resp = lpk.softmax(1, Kind::Double); // [B, K]
+        let grad = resp.matmul(&self.mean_prec) - &v * resp.matmul(&self.prec);
         (lp, grad.to_kind(x.kind()).view(x.size().as_slice()))
     }
 }
