@@ -163,6 +163,8 @@ pub(super) fn evaluate(
         test_f_mean: mean_f,
         train_f_mean,
         log_weights: r.log_weights.clone(),
+        resamples: r.resamples,
+        group_log_z: r.group_log_z.clone(),
         chains: ais_cfg.chains,
         steps: ais_cfg.steps,
         seconds: t0.elapsed().as_secs_f64(),

@@ -6,7 +6,7 @@ use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objecti
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Result};
-use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
+use ebm_core::ais::{AisBase, AisConfig, AisTransition, Resample, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::conditional::{Arch, ConditionalConfig};
@@ -189,6 +189,9 @@ pub struct AisSettings {
     pub target_accept: f64,
     /// The start distribution.
     pub base: AisBaseSetting,
+    /// Resample the chains when their weights degenerate (AIS becomes an SMC sampler; see
+    /// `ebm_core::ais::Resample`), e.g. `{ ess_fraction = 0.5, groups = 8 }`; unset: plain AIS.
+    pub resample: Option<Resample>,
 }
 
 impl Default for AisSettings {
@@ -202,6 +205,7 @@ impl Default for AisSettings {
             step_size: 1e-3,
             target_accept: 0.6,
             base: AisBaseSetting::Uniform,
+            resample: None,
         }
     }
 }
@@ -591,6 +595,7 @@ impl ImagesConfig {
             schedule: a.schedule,
             base,
             transition: AisTransition::Mala { step_size: a.step_size, target_accept: Some(a.target_accept) },
+            resample: a.resample,
         }
     }
 

@@ -38,8 +38,12 @@ pub struct AisReport {
     pub test_f_mean: f64,
     /// Mean `f` of the training images (far above `test_f_mean`: the model has learnt them by heart).
     pub train_f_mean: f64,
-    /// Each chain's log-weight.
+    /// Each chain's log-weight (with resampling: with its group's earlier log-normalisers added).
     pub log_weights: Vec<f64>,
+    /// Resampling events (0: plain AIS).
+    pub resamples: usize,
+    /// With resampling: each group's `log Ẑ` (independent estimates; their spread gives the se).
+    pub group_log_z: Vec<f64>,
     /// Chains.
     pub chains: usize,
     /// Intermediate distributions.
@@ -227,6 +231,13 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
             "mean f: AIS final chains (test images; training images)",
             format!("{:.2} ({:.2}; {:.2})", a.chains_f_mean, a.test_f_mean, a.train_f_mean),
         );
+        if !a.group_log_z.is_empty() {
+            let g: Vec<String> = a.group_log_z.iter().map(|v| format!("{v:.1}")).collect();
+            row(
+                &format!("AIS with resampling: {} resamplings; log Z of the {} groups", a.resamples, g.len()),
+                g.join(" / "),
+            );
+        }
         if let Some(b) = a.base_test_ll {
             row("AIS base: test log-likelihood, nats/image", format!("{b:.2}"));
         }
