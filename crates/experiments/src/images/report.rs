@@ -218,8 +218,9 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 a.base,
                 a.ess,
                 a.log_weight_sd,
-                // a few chains carry all the weight: the estimate (a lower bound in expectation) is unreliable
-                match (a.ess < 0.1 * a.chains as f64, cfg.method) {
+                // a few chains (or groups) carry all the weight: the estimate (a lower bound in expectation) is
+                // unreliable
+                match (a.ess < 0.1 * a.chains as f64 || a.log_z_std_err > 0.5, cfg.method) {
                     (false, _) => "",
                     (true, ImageMethod::Drl) => "; unreliable: raise drl.ais_steps",
                     (true, _) => "; unreliable: raise eval.ais.steps",
