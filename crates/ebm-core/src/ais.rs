@@ -1,13 +1,15 @@
 //! Annealed importance sampling (Neal 2001) for `log Z = log ∫ exp(f(x)) dx`, and with it test
 //! log-likelihoods `log p(x) = f(x) - log Z`, for models whose `Z` has no closed form.
 //!
-//! Chains start from a normalised base `p₀` (a Gaussian, or uniform on a box) and move through the
+//! Chains start from a normalised base `p₀` (a Gaussian; uniform on a box; or a mixture of diagonal Gaussians
+//! truncated to a box, fitted to the data so that it starts close to the model, [`BoxGaussians`]) and move through the
 //! geometric path `log πₜ(x) = (1-βₜ) log p₀(x) + βₜ f(x)`, `0 = β₀ < β₁ < … < β_K = 1`, with MALA (or
 //! unadjusted Langevin) transitions that target each `πₜ`. Each chain carries the log-weight
 //! `Σₜ (βₜ - βₜ₋₁) (f(xₜ₋₁) - log p₀(xₜ₋₁))`, and `Z ≈ mean exp(log w)` is unbiased (so `log Z` is a
 //! stochastic lower bound, by Jensen). More intermediate distributions lower the variance of the log-weights.
 //!
-//! With a uniform base on `[low, high]^D`, every `πₜ` with `βₜ < 1` lives on the box, and the estimate is of
+//! With a base on a box `[low, high]^D` (uniform or truncated Gaussians), every `πₜ` lives on the box (MALA
+//! rejects proposals outside it, unadjusted Langevin clamps them), and the estimate is of
 //! `∫_box exp f`: the model restricted to the box, which is the natural density for images whose samples
 //! are clamped to the data range.
 
@@ -19,8 +21,13 @@ use tch::{Device, Kind, Tensor};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
+mod base;
+mod resample;
+
+pub use base::BoxGaussians;
+
 /// The normalised start distribution `p₀`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AisBase {
     /// `N(mean, std² I)`.
@@ -37,6 +44,9 @@ pub enum AisBase {
         /// Upper bound.
         high: f64,
     },
+    /// A mixture of diagonal Gaussians truncated to the box `[low, high]^D` (typically fitted to the data with
+    /// [`BoxGaussians::fit`]); exact normaliser and samples; transitions never leave the box.
+    TruncatedGaussians(BoxGaussians),
 }
 
 impl AisBase {
@@ -48,48 +58,85 @@ impl AisBase {
             AisBase::Uniform { low, high } if !low.is_finite() || !high.is_finite() || !(low < high) => {
                 Err(invalid("ais.base", format!("uniform needs finite low < high, got [{low}, {high}]")))
             }
+            AisBase::TruncatedGaussians(ref b) => b.validate(),
             _ => Ok(()),
         }
     }
 
+    /// The box the chains stay in, if any.
+    fn bounds(&self) -> Option<(f64, f64)> {
+        match *self {
+            AisBase::Gaussian { .. } => None,
+            AisBase::Uniform { low, high } => Some((low, high)),
+            AisBase::TruncatedGaussians(ref b) => Some((b.low, b.high)),
+        }
+    }
+
+    /// The base with its tensors on `device`; checks that a truncated mixture has `D` = the event's size.
+    fn prepare(&self, event: &[i64], device: Device) -> Result<Base<'_>> {
+        let tg = match self {
+            AisBase::TruncatedGaussians(b) => {
+                let d: i64 = event.iter().product();
+                if b.dim() as i64 != d {
+                    return Err(invalid(
+                        "ais.base",
+                        format!("truncated gaussians of dimension {} for a model of {d} ({event:?})", b.dim()),
+                    ));
+                }
+                Some(b.prepare(device))
+            }
+            _ => None,
+        };
+        Ok(Base { cfg: self, tg })
+    }
+}
+
+/// An [`AisBase`] ready to use: a truncated mixture's tensors live on the device.
+struct Base<'a> {
+    cfg: &'a AisBase,
+    tg: Option<base::Prepared>,
+}
+
+impl Base<'_> {
     fn sample(&self, n: i64, event: &[i64], device: Device) -> Tensor {
         let mut shape = vec![n];
         shape.extend_from_slice(event);
         let opts = (Kind::Float, device);
-        match *self {
-            AisBase::Gaussian { mean, std } => Tensor::randn(shape.as_slice(), opts) * std + mean,
-            AisBase::Uniform { low, high } => Tensor::rand(shape.as_slice(), opts) * (high - low) + low,
+        match (self.cfg, &self.tg) {
+            (_, Some(tg)) => tg.sample(n, event),
+            (&AisBase::Gaussian { mean, std }, _) => Tensor::randn(shape.as_slice(), opts) * std + mean,
+            (&AisBase::Uniform { low, high }, _) => Tensor::rand(shape.as_slice(), opts) * (high - low) + low,
+            (AisBase::TruncatedGaussians(_), None) => unreachable!("prepare() fills tg"),
         }
     }
 
-    /// `log p₀(x)` per sample and its gradient (both `f32`, like `x`); for the uniform base the value is the
-    /// constant inside the box (callers keep chains inside) and the gradient is zero.
+    /// `log p₀(x)` per sample and its gradient (the gradient shaped and typed like `x`; the value `f32`, or
+    /// `f64` for truncated Gaussians); on a box, for `x` inside it (callers keep chains inside). The uniform
+    /// base's value is the constant inside the box and its gradient zero.
     fn log_prob_and_grad(&self, x: &Tensor) -> (Tensor, Tensor) {
         let b = x.size()[0];
         let d = x.numel() as i64 / b.max(1);
-        match *self {
-            AisBase::Gaussian { mean, std } => {
+        match (self.cfg, &self.tg) {
+            (_, Some(tg)) => tg.log_prob_and_grad(x),
+            (&AisBase::Gaussian { mean, std }, _) => {
                 let z = (x - mean) / std;
                 let lp = z.reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Float) * -0.5
                     - d as f64 * (0.5 * LN_2PI + std.ln());
                 (lp, z / -std)
             }
-            AisBase::Uniform { low, high } => {
+            (&AisBase::Uniform { low, high }, _) => {
                 (Tensor::full([b], -(d as f64) * (high - low).ln(), (Kind::Float, x.device())), x.zeros_like())
             }
+            (AisBase::TruncatedGaussians(_), None) => unreachable!("prepare() fills tg"),
         }
     }
 
-    /// `[B]` bool: which rows lie in the support.
+    /// `[B]` bool: which rows lie in the support (`None`: all of `R^D`).
     fn inside(&self, x: &Tensor) -> Option<Tensor> {
-        match *self {
-            AisBase::Gaussian { .. } => None,
-            AisBase::Uniform { low, high } => {
-                let b = x.size()[0];
-                let v = x.reshape([b, -1]);
-                Some(v.ge(low).logical_and(&v.le(high)).all_dim(1, false))
-            }
-        }
+        let (low, high) = self.cfg.bounds()?;
+        let b = x.size()[0];
+        let v = x.reshape([b, -1]);
+        Some(v.ge(low).logical_and(&v.le(high)).all_dim(1, false))
     }
 }
 
@@ -162,6 +209,25 @@ pub struct AisConfig {
     pub base: AisBase,
     /// The transition kernel.
     pub transition: AisTransition,
+    /// Resample the chains when their weights degenerate (an SMC sampler, Del Moral et al. 2006); `None`:
+    /// plain AIS.
+    pub resample: Option<Resample>,
+}
+
+/// Resampling (sequential Monte Carlo): the chains are split into `groups` independent populations; when
+/// the effective sample size of a group's weights falls below `ess_fraction` of its chains, its running
+/// `log Ẑ` takes the log-mean of its weights, its chains are redrawn in proportion to their weights
+/// (multinomial) and their weights reset. Each group's `Ẑ` stays unbiased, and the spread of the groups'
+/// estimates gives an honest standard error (the weights of one population after resampling do not).
+/// It helps when chains settle into modes of different mass that the kernel cannot leave: the heavier
+/// modes are copied while the weights are still comparable, instead of one chain carrying all the weight.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resample {
+    /// Threshold on `ESS / chains per group`, in `(0, 1]`.
+    pub ess_fraction: f64,
+    /// Independent populations (≥ 2 for a standard error; `chains` must be a multiple).
+    pub groups: usize,
 }
 
 impl Default for AisConfig {
@@ -173,6 +239,7 @@ impl Default for AisConfig {
             schedule: Schedule::Sigmoid { delta: 4.0 },
             base: AisBase::Gaussian { mean: 0.0, std: 1.0 },
             transition: AisTransition::Mala { step_size: 0.01, target_accept: Some(0.6) },
+            resample: None,
         }
     }
 }
@@ -184,6 +251,17 @@ impl AisConfig {
             return Err(invalid("ais", "chains, steps and sweeps must be ≥ 1"));
         }
         self.base.validate()?;
+        if let Some(r) = self.resample {
+            if !(r.ess_fraction > 0.0 && r.ess_fraction <= 1.0) {
+                return Err(invalid("ais.resample.ess_fraction", format!("must be in (0, 1], got {}", r.ess_fraction)));
+            }
+            if r.groups == 0 || !self.chains.is_multiple_of(r.groups) || self.chains / r.groups < 2 {
+                return Err(invalid(
+                    "ais.resample.groups",
+                    format!("must divide the {} chains into groups of ≥ 2, got {}", self.chains, r.groups),
+                ));
+            }
+        }
         let eps = match self.transition {
             AisTransition::Mala { step_size, target_accept } => {
                 if let Some(a) = target_accept {
@@ -221,6 +299,10 @@ pub struct AisResult {
     pub ess: f64,
     /// Delta-method standard error of `log Z`: `sd(w) / (mean(w) √n)`.
     pub log_z_std_err: f64,
+    /// Resampling events (summed over the groups; 0 without resampling).
+    pub resamples: usize,
+    /// With resampling: each group's `log Ẑ` (their spread gives `log_z_std_err`).
+    pub group_log_z: Vec<f64>,
     /// MALA's acceptance rate over all transitions (`None` for Langevin).
     pub acceptance: Option<f64>,
     /// The chains' final states, approximate samples of `exp(f)/Z`, `[n, *event]`.
@@ -236,7 +318,7 @@ struct Point {
     grad_lp0: Tensor,
 }
 
-fn point(m: &dyn EnergyModel, base: &AisBase, x: &Tensor) -> Point {
+fn point(m: &dyn EnergyModel, base: &Base<'_>, x: &Tensor) -> Point {
     let (f, grad_f) = sampler_score(m, x);
     let x = x.detach();
     let (lp0, grad_lp0) = tch::no_grad(|| base.log_prob_and_grad(&x));
@@ -250,6 +332,17 @@ impl Point {
     fn grad_target(&self, beta: f64) -> Tensor {
         &self.grad_lp0 * (1.0 - beta) + &self.grad_f * beta
     }
+    /// The rows `idx` (`[n]`, int64) of every field.
+    fn pick(self, idx: &Tensor) -> Point {
+        Point {
+            x: self.x.index_select(0, idx),
+            f: self.f.index_select(0, idx),
+            grad_f: self.grad_f.index_select(0, idx),
+            lp0: self.lp0.index_select(0, idx),
+            grad_lp0: self.grad_lp0.index_select(0, idx),
+        }
+    }
+
     /// Keeps rows of `self` where `keep` is true, else rows of `other`.
     fn select(self, keep: &Tensor, other: Point) -> Point {
         let b = self.x.size()[0];
@@ -282,7 +375,8 @@ pub fn ais(m: &dyn EnergyModel, cfg: &AisConfig, device: Device) -> Result<AisRe
     let event = m.event_shape();
     let n = cfg.chains as i64;
     let betas = cfg.schedule.betas(cfg.steps);
-    let mut cur = point(m, &cfg.base, &cfg.base.sample(n, &event, device));
+    let base = cfg.base.prepare(&event, device)?;
+    let mut cur = point(m, &base, &base.sample(n, &event, device));
     let mut log_w = Tensor::zeros([n], (Kind::Double, device));
     let (mut eps, adapt) = match cfg.transition {
         AisTransition::Mala { step_size, target_accept } => (step_size, target_accept),
@@ -290,28 +384,36 @@ pub fn ais(m: &dyn EnergyModel, cfg: &AisConfig, device: Device) -> Result<AisRe
     };
     let mala = matches!(cfg.transition, AisTransition::Mala { .. });
     let (mut accepted, mut proposed) = (0.0f64, 0.0f64);
+    let mut groups = cfg.resample.map(|r| resample::Groups::new(r, device));
     for t in 1..betas.len() {
         let (b_prev, beta) = (betas[t - 1], betas[t]);
         log_w += tch::no_grad(|| (&cur.f - &cur.lp0).to_kind(Kind::Double) * (beta - b_prev));
+        if let Some(g) = groups.as_mut() {
+            let (lw, idx) = tch::no_grad(|| g.step(&log_w))?;
+            log_w = lw;
+            if let Some(idx) = idx {
+                cur = cur.pick(&idx);
+            }
+        }
         for _ in 0..cfg.sweeps {
             let noise = (2.0 * eps).sqrt();
             let y = tch::no_grad(|| &cur.x + cur.grad_target(beta) * eps + cur.x.randn_like() * noise);
             if !mala {
-                let y = match cfg.base {
-                    AisBase::Uniform { low, high } => y.clamp(low, high),
-                    AisBase::Gaussian { .. } => y,
+                let y = match cfg.base.bounds() {
+                    Some((low, high)) => y.clamp(low, high),
+                    None => y,
                 };
-                cur = point(m, &cfg.base, &y);
+                cur = point(m, &base, &y);
                 continue;
             }
-            let prop = point(m, &cfg.base, &y);
+            let prop = point(m, &base, &y);
             let accept = tch::no_grad(|| {
                 let fwd = sq_norm(&(&prop.x - &cur.x - cur.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
                 let bwd = sq_norm(&(&cur.x - &prop.x - prop.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
                 let log_alpha = prop.log_target(beta) - cur.log_target(beta) + bwd - fwd;
                 let u = log_alpha.rand_like().log();
                 let acc = u.lt_tensor(&log_alpha);
-                match cfg.base.inside(&prop.x) {
+                match base.inside(&prop.x) {
                     Some(inside) => acc.logical_and(&inside),
                     None => acc,
                 }
@@ -325,26 +427,35 @@ pub fn ais(m: &dyn EnergyModel, cfg: &AisConfig, device: Device) -> Result<AisRe
             }
         }
     }
-    let lw = Vec::<f64>::try_from(&log_w)?;
+    let total = groups.as_ref().map_or_else(|| log_w.shallow_clone(), |g| g.total(&log_w));
+    let lw = Vec::<f64>::try_from(&total)?;
     if let Some(bad) = lw.iter().find(|v| !v.is_finite()) {
         return Err(crate::error::EbmError::NonFinite(format!("AIS log-weight ({bad}): f is not finite somewhere")));
     }
     let nf = lw.len() as f64;
+    let (log_z, weights_se) = resample::log_mean_exp_with_se(&lw);
     let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = lw.iter().map(|v| (v - max).exp()).collect();
-    let sum: f64 = w.iter().sum();
-    let sum_sq: f64 = w.iter().map(|v| v * v).sum();
-    let mean_w = sum / nf;
-    let log_z = max + mean_w.ln();
-    let var_w = if lw.len() > 1 { w.iter().map(|v| (v - mean_w).powi(2)).sum::<f64>() / (nf - 1.0) } else { 0.0 };
+    let (sum, sum_sq) = (w.iter().sum::<f64>(), w.iter().map(|v| v * v).sum::<f64>());
     let mean_lw = lw.iter().sum::<f64>() / nf;
     let log_weight_var =
         if lw.len() > 1 { lw.iter().map(|v| (v - mean_lw).powi(2)).sum::<f64>() / (nf - 1.0) } else { 0.0 };
+    // with resampling, the groups are the independent replicates: their spread is the standard error
+    let (group_log_z, log_z_std_err) = match &groups {
+        Some(g) => {
+            let gz = g.group_log_z(&total)?;
+            let se = if gz.len() > 1 { resample::log_mean_exp_with_se(&gz).1 } else { weights_se };
+            (gz, se)
+        }
+        None => (Vec::new(), weights_se),
+    };
     Ok(AisResult {
         log_z,
         log_weight_var,
         ess: sum * sum / sum_sq,
-        log_z_std_err: var_w.sqrt() / (mean_w * nf.sqrt()),
+        log_z_std_err,
+        resamples: groups.as_ref().map_or(0, |g| g.events),
+        group_log_z,
         acceptance: (proposed > 0.0).then(|| accepted / proposed),
         log_weights: lw,
         samples: cur.x,
@@ -450,5 +561,192 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("low < high"));
         let bad = AisConfig { transition: AisTransition::Langevin { step_size: -1.0 }, ..Default::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("step_size"));
+    }
+
+    /// A 4-D Gaussian with per-coordinate scales whose mass is cut by the box `[-1, 1]⁴` (means near the edges),
+    /// with the exact `log ∫_box exp f`: the Gaussian's `log Z` plus `Σᵢ log(Φ(βᵢ) - Φ(αᵢ))`.
+    fn cut_gaussian() -> (Gaussian, Vec<f64>, Vec<f64>, f64) {
+        let mean = vec![-0.9, 0.0, 0.5, 0.95];
+        let std = vec![0.2, 0.5, 0.3, 0.1];
+        let cov: Vec<f64> = (0..16).map(|i| if i % 5 == 0 { std[i / 4] * std[i / 4] } else { 0.0 }).collect();
+        let g = Gaussian::new(&mean, &cov, Device::Cpu).unwrap();
+        let phi = |z: f64| f64::try_from(Tensor::from(z).special_ndtr()).unwrap();
+        let mass: f64 = mean.iter().zip(&std).map(|(m, s)| (phi((1.0 - m) / s) - phi((-1.0 - m) / s)).ln()).sum();
+        assert!(mass < -0.5, "the box should cut the Gaussian, log mass {mass}");
+        let want = g.log_z() + mass;
+        (g, mean, std, want)
+    }
+
+    fn box_cfg(base: BoxGaussians, chains: usize, steps: usize) -> AisConfig {
+        AisConfig {
+            chains,
+            steps,
+            base: AisBase::TruncatedGaussians(base),
+            transition: AisTransition::Mala { step_size: 1e-3, target_accept: Some(0.6) },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn truncated_gaussian_base_that_is_the_target_gives_the_exact_log_z_with_full_ess() {
+        // the base equals exp(f)/Z on the box: every log-weight is log Z, whatever the path
+        tch::manual_seed(3);
+        let (g, mean, std, want) = cut_gaussian();
+        let base = BoxGaussians::new(-1.0, 1.0, vec![1.0], vec![mean], vec![std]).unwrap();
+        let r = ais(&g, &box_cfg(base, 200, 20), Device::Cpu).unwrap();
+        assert!((r.log_z - want).abs() < 1e-3, "AIS {} vs exact {want}", r.log_z);
+        assert!(r.ess > 199.9 && r.log_weight_var < 1e-6, "ess {} var {}", r.ess, r.log_weight_var);
+        assert!(f64::try_from(r.samples.abs().max()).unwrap() <= 1.0);
+    }
+
+    #[test]
+    fn truncated_gaussian_mixture_base_recovers_the_log_z_on_the_box() {
+        // a two-component base, too wide and off-centre: AIS still recovers ∫_box exp f
+        tch::manual_seed(4);
+        let (g, mean, std, want) = cut_gaussian();
+        let wide: Vec<f64> = std.iter().map(|s| 1.5 * s + 0.05).collect();
+        let shifted: Vec<f64> = mean.iter().map(|m| 0.5 * m).collect();
+        let base = BoxGaussians::new(-1.0, 1.0, vec![2.0, 1.0], vec![mean, shifted], vec![wide.clone(), wide]).unwrap();
+        let r = ais(&g, &box_cfg(base, 1000, 300), Device::Cpu).unwrap();
+        eprintln!("AIS log Z {:.4} (se {:.4}, ESS {:.0}), exact {want:.4}", r.log_z, r.log_z_std_err, r.ess);
+        assert!(r.log_z_std_err < 0.02, "standard error {}", r.log_z_std_err);
+        assert!((r.log_z - want).abs() < 0.06, "AIS {} vs exact {want} (se {})", r.log_z, r.log_z_std_err);
+        assert!(r.ess > 500.0, "ess {}", r.ess);
+        assert!(f64::try_from(r.samples.abs().max()).unwrap() <= 1.0);
+    }
+
+    #[test]
+    fn truncated_gaussians_are_normalised_sampled_and_differentiated_exactly() {
+        tch::manual_seed(5);
+        // 1-D, two components, one cut hard by the box: ∫ p₀ = 1 on a fine grid
+        let b = BoxGaussians::new(-1.0, 1.0, vec![0.3, 0.7], vec![vec![-0.95], vec![0.2]], vec![vec![0.3], vec![0.4]])
+            .unwrap();
+        let p = b.prepare(Device::Cpu);
+        let n = 20_000;
+        let grid = Tensor::linspace(-1.0, 1.0, n + 1, (Kind::Float, Device::Cpu)).view([n + 1, 1]);
+        let (lp, _) = p.log_prob_and_grad(&grid);
+        let dens = Vec::<f64>::try_from(lp.exp()).unwrap();
+        let h = 2.0 / n as f64;
+        let integral = h * (dens.iter().sum::<f64>() - 0.5 * (dens[0] + dens[n as usize])); // trapezoid
+        assert!((integral - 1.0).abs() < 1e-5, "∫ p₀ = {integral}");
+        // samples: in the box, mean = the mixture of truncated-normal means μ + s (φ(α) - φ(β)) / (Φ(β) - Φ(α))
+        let x = p.sample(200_000, &[1]);
+        assert!(f64::try_from(x.abs().max()).unwrap() <= 1.0);
+        let pdf = |z: f64| (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let cdf = |z: f64| f64::try_from(Tensor::from(z).special_ndtr()).unwrap();
+        let tmean = |m: f64, s: f64| {
+            let (a, bb) = ((-1.0 - m) / s, (1.0 - m) / s);
+            m + s * (pdf(a) - pdf(bb)) / (cdf(bb) - cdf(a))
+        };
+        let want = 0.3 * tmean(-0.95, 0.3) + 0.7 * tmean(0.2, 0.4);
+        let got = f64::try_from(x.mean(Kind::Double)).unwrap();
+        assert!((got - want).abs() < 0.005, "sample mean {got} vs {want}"); // sd/√n ≈ 0.0013
+                                                                            // gradient: autograd of the log-density in 3-D
+        let b3 = BoxGaussians::new(
+            -1.0,
+            1.0,
+            vec![1.0, 1.0],
+            vec![vec![0.1, -0.5, 0.9], vec![-0.3, 0.2, 0.0]],
+            vec![vec![0.2, 0.3, 0.5], vec![0.4, 0.1, 0.3]],
+        )
+        .unwrap();
+        let p3 = b3.prepare(Device::Cpu);
+        let x = (Tensor::rand([5, 3], (Kind::Double, Device::Cpu)) * 2.0 - 1.0).set_requires_grad(true);
+        let (lp, grad) = p3.log_prob_and_grad(&x);
+        let auto = Tensor::run_backward(&[lp.sum(Kind::Double)], &[&x], false, false).pop().unwrap();
+        let err = f64::try_from((grad - auto).abs().max()).unwrap();
+        assert!(err < 1e-9, "gradient error {err}");
+    }
+
+    #[test]
+    fn truncated_gaussians_fit_and_validation() {
+        let x = Tensor::from_slice(&[-1.0f32, 0.0, -1.0, 0.5, -1.0, 1.0, -1.0, -0.5]).view([4, 2]);
+        let one = BoxGaussians::fit(&x, None, -1.0, 1.0, 0.05, 1.0).unwrap();
+        assert_eq!((one.components(), one.dim()), (1, 2));
+        assert_eq!(one.means[0], vec![-1.0, 0.25]);
+        assert_eq!(one.stds[0][0], 0.05, "a constant pixel gets min_std");
+        assert!((one.stds[0][1] - 0.5590169943749475).abs() < 1e-7, "{:?}", one.stds);
+        let two = BoxGaussians::fit(&x, Some(&[0, 1, 1, 0]), -1.0, 1.0, 0.05, 2.0).unwrap();
+        assert_eq!(two.weights, vec![0.5, 0.5]);
+        assert_eq!(two.means[1], vec![-1.0, 0.75]);
+        assert!((two.stds[1][1] - 0.5).abs() < 1e-7, "std_scale 2 doubles 0.25: {:?}", two.stds);
+        let bad = |b: Result<BoxGaussians>| b.unwrap_err().to_string();
+        assert!(bad(BoxGaussians::fit(&x, None, -1.0, 1.0, 0.0, 1.0)).contains("min_std"));
+        assert!(bad(BoxGaussians::fit(&x, Some(&[0, 1]), -1.0, 1.0, 0.1, 1.0)).contains("labels"));
+        assert!(bad(BoxGaussians::new(1.0, -1.0, vec![1.0], vec![vec![0.0]], vec![vec![1.0]])).contains("low < high"));
+        assert!(bad(BoxGaussians::new(-1.0, 1.0, vec![1.0], vec![vec![2.0]], vec![vec![1.0]])).contains("in the box"));
+        assert!(bad(BoxGaussians::new(-1.0, 1.0, vec![1.0], vec![vec![0.0]], vec![vec![0.0]])).contains("stds"));
+        assert!(bad(BoxGaussians::new(-1.0, 1.0, vec![-1.0], vec![vec![0.0]], vec![vec![1.0]])).contains("weights"));
+        let ragged = BoxGaussians::new(-1.0, 1.0, vec![1.0, 1.0], vec![vec![0.0], vec![0.0, 0.1]], vec![vec![1.0]; 2]);
+        assert!(bad(ragged).contains("same length"));
+        // a base of the wrong dimension for the model is refused by ais()
+        let g = Gaussian::isotropic(&[0.0, 0.0, 0.0], 0.3, Device::Cpu).unwrap();
+        let e = ais(&g, &box_cfg(one.clone(), 4, 2), Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("dimension 2"), "{e}");
+        // the config round-trips through TOML
+        let cfg = box_cfg(one, 4, 2);
+        let back: AisConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn resampling_moves_chains_to_the_heavier_mode_and_keeps_log_z() {
+        // two modes the kernel cannot cross, weights 1:19; the base puts half the chains in each (the weights
+        // ESS is then ≈ 55% of the chains: resample below 80%)
+        let mix = crate::energy::GaussianMixture::isotropic(
+            &[0.05, 0.95],
+            &[vec![-0.5, -0.5], vec![0.5, 0.5]],
+            0.08,
+            Device::Cpu,
+        )
+        .unwrap();
+        let base = BoxGaussians::new(
+            -1.0,
+            1.0,
+            vec![1.0, 1.0],
+            vec![vec![-0.5, -0.5], vec![0.5, 0.5]],
+            vec![vec![0.15, 0.15], vec![0.15, 0.15]],
+        )
+        .unwrap();
+        let heavy_share = |r: &AisResult| {
+            f64::try_from(
+                r.samples.sum_dim_intlist(1, false, Kind::Float).gt(0.0).to_kind(Kind::Double).mean(Kind::Double),
+            )
+            .unwrap()
+        };
+        tch::manual_seed(6);
+        let plain = ais(&mix, &box_cfg(base.clone(), 400, 200), Device::Cpu).unwrap();
+        tch::manual_seed(6);
+        let smc_cfg =
+            AisConfig { resample: Some(Resample { ess_fraction: 0.8, groups: 4 }), ..box_cfg(base, 400, 200) };
+        let smc = ais(&mix, &smc_cfg, Device::Cpu).unwrap();
+        eprintln!(
+            "plain: log Z {:.4} ± {:.4}, heavy share {:.2}; smc: {:.4} ± {:.4} ({} resamplings, groups {:?}), heavy share {:.2}",
+            plain.log_z, plain.log_z_std_err, heavy_share(&plain), smc.log_z, smc.log_z_std_err, smc.resamples, smc.group_log_z, heavy_share(&smc)
+        );
+        // the mixture is normalised and well inside the box: log Z = 0
+        for r in [&plain, &smc] {
+            assert!(
+                r.log_z_std_err < 0.1 && r.log_z.abs() < 4.0 * r.log_z_std_err + 0.02,
+                "log Z {} ± {}",
+                r.log_z,
+                r.log_z_std_err
+            );
+        }
+        assert!((heavy_share(&plain) - 0.5).abs() < 0.1, "plain AIS cannot move chains between the modes");
+        // (the last resampling comes before β = 1, so the share is short of 0.95; measured 0.86)
+        assert!(heavy_share(&smc) > 0.7, "resampling puts the chains where the mass is");
+        // weighted by their final weights, both populations give the heavy mode its 95%
+        for r in [&plain, &smc] {
+            let heavy = r.samples.sum_dim_intlist(1, false, Kind::Float).gt(0.0).to_kind(Kind::Double);
+            let w = Tensor::from_slice(&r.log_weights).softmax(0, Kind::Double);
+            let share = f64::try_from((heavy * w).sum(Kind::Double)).unwrap();
+            assert!((share - 0.95).abs() < 0.05, "weighted heavy share {share}");
+        }
+        assert!(smc.resamples > 0 && smc.group_log_z.len() == 4);
+        let bad = AisConfig { resample: Some(Resample { ess_fraction: 0.5, groups: 3 }), ..AisConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("groups"));
+        let bad = AisConfig { resample: Some(Resample { ess_fraction: 0.0, groups: 4 }), ..AisConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("ess_fraction"));
     }
 }

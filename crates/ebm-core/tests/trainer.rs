@@ -724,3 +724,37 @@ fn a_loss_beyond_the_limit_is_a_divergence() {
         .collect();
     assert!(losses.iter().all(|l| l.abs() <= 1e8), "{losses:?}");
 }
+
+#[test]
+fn model_weights_load_from_another_runs_checkpoint_without_a_trainer() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (trained, _) = train_fp(10, dir.path(), false, &replay(), Some("run a"));
+    let fresh = || {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![16, 16], ..Default::default() }).unwrap();
+        vs
+    };
+    // the newest checkpoint's weights, whatever the fingerprint; the objective must match
+    let vs = fresh();
+    let name = {
+        let vs = fresh();
+        let m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 2, hidden: vec![16, 16], ..Default::default() }).unwrap();
+        replay().build(&m, Device::Cpu).unwrap().name()
+    };
+    assert_eq!(load_model_weights(&vs, dir.path(), &name).unwrap(), 10);
+    let loaded = vs.variables();
+    assert!(trained.iter().all(|(k, v)| loaded[k].equal(v)), "loaded weights differ from the trained ones");
+    let vs = fresh();
+    let before: Vec<_> = vs.variables().into_iter().map(|(k, v)| (k, v.copy())).collect();
+    let e = load_model_weights(&vs, dir.path(), "other").unwrap_err().to_string();
+    assert!(e.contains("objective 'other'") || e.contains("not 'other'"), "{e}");
+    assert!(before.iter().all(|(k, v)| vs.variables()[k].equal(v)), "weights changed by a refused load");
+    // another architecture is refused
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Mlp::new(&vs.root(), &MlpConfig { in_dim: 3, hidden: vec![16, 16], ..Default::default() }).unwrap();
+    assert!(load_model_weights(&vs, dir.path(), &name).unwrap_err().to_string().contains("shape"));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(load_model_weights(&vs, empty.path(), &name).unwrap_err().to_string().contains("no checkpoint"));
+}

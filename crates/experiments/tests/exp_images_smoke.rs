@@ -133,6 +133,45 @@ fn quick_jem_and_drl_runs_report_their_classifier_density_and_the_gaussian_basel
     assert!(gaussian[0] > -64.0 * 2f64.ln(), "the Gaussian beats uniform: {}", gaussian[0]);
 }
 
+#[test]
+fn saved_weights_are_evaluated_again_with_a_fitted_ais_base_and_resampling() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let first = exp_images(&["--quick", "--method", "drl", "--out", o, "--run-name", "trained"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let trained = out.path().join("exp_images").join("trained");
+    let ckpt = format!("eval.checkpoint={}", trained.join("checkpoints").display());
+    let again = exp_images(&[
+        "--quick",
+        "--method",
+        "drl",
+        "--out",
+        o,
+        "--run-name",
+        "again",
+        "--set",
+        &ckpt,
+        "--set",
+        r#"eval.ais.base={kind="fitted_gaussian",components="per_class"}"#,
+        "--set",
+        "eval.ais.resample={ess_fraction=0.5,groups=4}",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    let (m0, m1) = (metrics(&trained), metrics(&out.path().join("exp_images").join("again")));
+    // the same weights: the same samples' score and the same f on the test images
+    assert_eq!(num(&m1, "samples.mean_max_prob"), num(&m0, "samples.mean_max_prob"));
+    assert_eq!(num(&m1, "ais.test_f_mean"), num(&m0, "ais.test_f_mean"));
+    assert!(num(&m1, "train_seconds") < 1.0, "no training");
+    assert!(num(&m1, "ais.base_test_ll").is_finite() && m0["ais"]["base_test_ll"].is_null());
+    assert_eq!(m1["ais"]["group_log_z"].as_array().unwrap().len(), 4);
+    assert!(num(&m1, "ais.log_z").is_finite());
+    let md = std::fs::read_to_string(out.path().join("exp_images").join("again").join("results.md")).unwrap();
+    assert!(md.contains("per-class mixture") && md.contains("Not trained here"), "{md}");
+    // a bad base is named by its key
+    let bad = exp_images(&["--quick", "--out", o, "--set", r#"eval.ais.base={kind="fitted_gaussian",min_std=-1}"#]);
+    assert!(!bad.status.success() && text(&bad).contains("eval.ais.base.min_std"), "{}", text(&bad));
+}
+
 /// Writes one gray image of `h × w` pixels with value `v` (in [0, 1]) as a PNG.
 fn write_png(path: &Path, h: i64, w: i64, v: f64) {
     // image_grid adds a 2-pixel border: ask for (h - 4) × (w - 4) so the file is h × w.

@@ -240,6 +240,70 @@ impl Trainer<'_> {
     }
 }
 
+/// Loads the model weights of a checkpoint (a `step-NNNNNNNN` folder, or the newest in a checkpoints folder)
+/// into `vs`, to evaluate a trained model without its trainer: the EMA weights when the checkpoint has them
+/// (they are the model a finished run evaluates), else the raw ones. The checkpoint must be of format 2 with
+/// intact checksums and written by `objective` (`Objective::name`); every variable of `vs` must be in it
+/// with its shape. Its fingerprint is not checked (the point is to read it under another configuration).
+/// Returns the checkpoint's step; `vs` is unchanged on error.
+pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) -> Result<usize> {
+    let dir = if path.join("meta.json").exists() {
+        path.to_path_buf()
+    } else {
+        list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
+            invalid("checkpoint", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
+        })?
+    };
+    let meta_path = dir.join("meta.json");
+    let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(|e| EbmError::Data {
+        path: meta_path.display().to_string(),
+        msg: format!("not a checkpoint of format {FORMAT}: {e}"),
+    })?;
+    if meta.fields.format != FORMAT || meta.fields.checksum() != meta.meta_sha256 {
+        return Err(refuse(&dir, format!("meta.json is not an intact checkpoint of format {FORMAT}")));
+    }
+    if meta.fields.objective != objective {
+        return Err(refuse(
+            &dir,
+            format!("it was written by objective '{}', not '{objective}'", meta.fields.objective),
+        ));
+    }
+    let st_path = dir.join("state.safetensors");
+    let got = sha256_hex(&std::fs::read(&st_path).map_err(|e| io_err(&st_path, e))?);
+    if got != meta.fields.state_sha256 {
+        return Err(refuse(&dir, "state.safetensors does not match the SHA-256 in meta.json"));
+    }
+    let state: HashMap<String, Tensor> = Tensor::read_safetensors(&st_path)
+        .map_err(|e| EbmError::Data { path: st_path.display().to_string(), msg: format!("corrupt checkpoint: {e}") })?
+        .into_iter()
+        .collect();
+    let vars = vs.variables();
+    let mut pairs = Vec::with_capacity(vars.len());
+    for (name, var) in &vars {
+        let src =
+            state.get(&format!("ema.{name}")).or_else(|| state.get(&format!("model.{name}"))).ok_or_else(|| {
+                refuse(&dir, format!("it has no tensor for model variable '{name}': another architecture?"))
+            })?;
+        if src.size() != var.size() {
+            return Err(refuse(
+                &dir,
+                format!("variable '{name}' has shape {:?} there but {:?} in the model", src.size(), var.size()),
+            ));
+        }
+        if src.is_floating_point() && !bool::try_from(src.isfinite().all())? {
+            return Err(refuse(&dir, format!("tensor '{name}' holds non-finite values")));
+        }
+        pairs.push((var.shallow_clone(), src));
+    }
+    tch::no_grad(|| {
+        for (mut var, src) in pairs {
+            var.copy_(&src.to_device(var.device()).to_kind(var.kind()));
+        }
+    });
+    Ok(meta.fields.step)
+}
+
 /// Just the format of a `meta.json`, read first so that an older layout gets its own message.
 #[derive(Deserialize)]
 struct FormatOnly {

@@ -8,7 +8,7 @@ mod checkpoint;
 mod data;
 mod sink;
 
-pub use checkpoint::list_checkpoints;
+pub use checkpoint::{list_checkpoints, load_model_weights};
 pub use data::{DataSource, LabelledData, TensorData};
 pub use sink::{MemorySink, MetricsSink, SinkError, SinkResult};
 

@@ -1,11 +1,12 @@
 //! Settings of `exp_images`: the [`ImageMethod`]s and [`ImagesConfig`].
 
+pub use super::ais_eval::{AisBaseSetting, BaseComponents};
 use crate::common::cli::check_run_settings;
 use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Result};
-use ebm_core::ais::{AisBase, AisConfig, AisTransition, Schedule};
+use ebm_core::ais::{AisBase, AisConfig, AisTransition, Resample, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::conditional::{Arch, ConditionalConfig};
@@ -169,7 +170,7 @@ impl Default for LogSettings {
     }
 }
 
-/// AIS settings for `log Z` (base: uniform on the data range).
+/// AIS settings for `log Z` (base: uniform on the data range unless `base` says otherwise).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AisSettings {
@@ -187,6 +188,11 @@ pub struct AisSettings {
     pub step_size: f64,
     /// MALA acceptance rate the step size is adapted to.
     pub target_accept: f64,
+    /// The start distribution.
+    pub base: AisBaseSetting,
+    /// Resample the chains when their weights degenerate (AIS becomes an SMC sampler; see
+    /// `ebm_core::ais::Resample`), e.g. `{ ess_fraction = 0.5, groups = 8 }`; unset: plain AIS.
+    pub resample: Option<Resample>,
 }
 
 impl Default for AisSettings {
@@ -199,6 +205,8 @@ impl Default for AisSettings {
             schedule: Schedule::Sigmoid { delta: 4.0 },
             step_size: 1e-3,
             target_accept: 0.6,
+            base: AisBaseSetting::Uniform,
+            resample: None,
         }
     }
 }
@@ -220,6 +228,10 @@ pub struct EvalSettings {
     pub gaussian_ridge: Option<f64>,
     /// Confidence bins of the expected calibration error (JEM).
     pub ece_bins: usize,
+    /// Evaluate the model saved in this checkpoint (a `step-NNNNNNNN` folder, or a run's `checkpoints` folder:
+    /// its newest) instead of training one: its weights are loaded and `train.iters` is not run. The model's
+    /// settings must be those of the run that wrote it.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Default for EvalSettings {
@@ -231,6 +243,7 @@ impl Default for EvalSettings {
             ood_n: 1000,
             gaussian_ridge: None,
             ece_bins: 10,
+            checkpoint: None,
         }
     }
 }
@@ -434,7 +447,8 @@ impl ImagesConfig {
         user_keys(self.recovery().validate(), KEYS)?;
         user_keys(self.train.validate(), KEYS)?;
         user_keys(self.eval.classifier.validate(), KEYS)?;
-        user_keys(self.ais_config().validate(), KEYS)?;
+        self.eval.ais.base.validate()?;
+        user_keys(self.ais_config(AisBase::Uniform { low: 0.0, high: 1.0 }).validate(), KEYS)?;
         // each sampler under its own key (before the objectives, which name any sampler `langevin`)
         user_keys(self.clamped(self.cd.langevin.clone()).validate(), KEYS)?;
         if let Some(l) = &self.jem.langevin {
@@ -563,9 +577,14 @@ impl ImagesConfig {
         Init::Uniform { low, high }
     }
 
-    /// The AIS configuration: uniform base on the data range, MALA transitions.
-    pub fn ais_config(&self) -> AisConfig {
-        let (low, high) = self.data.scale.range();
+    /// The AIS base of `eval.ais.base` on the data range, fitted to the training images `x: [N, *event]`
+    /// (and their `labels` for `components = "per_class"`).
+    pub fn ais_base(&self, x: &tch::Tensor, labels: Option<&[i64]>) -> Result<AisBase> {
+        self.eval.ais.base.resolve(self.data.scale.range(), x, labels)
+    }
+
+    /// The AIS configuration: `base` (see [`ImagesConfig::ais_base`]), MALA transitions.
+    pub fn ais_config(&self, base: AisBase) -> AisConfig {
         let a = &self.eval.ais;
         AisConfig {
             chains: a.chains,
@@ -575,8 +594,9 @@ impl ImagesConfig {
             },
             sweeps: a.sweeps,
             schedule: a.schedule,
-            base: AisBase::Uniform { low, high },
+            base,
             transition: AisTransition::Mala { step_size: a.step_size, target_accept: Some(a.target_accept) },
+            resample: a.resample,
         }
     }
 

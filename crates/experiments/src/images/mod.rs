@@ -15,7 +15,6 @@
 
 use crate::common::{Outcome, RunContext, RunOptions};
 use anyhow::{Context, Result};
-use ebm_core::ais::{ais, mean_log_likelihood};
 use ebm_core::classifier::{sample_quality, DigitClassifier};
 use ebm_core::data::images::{default_data_dir, ImageDataset};
 use ebm_core::energy::conditional::{ConditionalConfig, ConditionalNet, PerSampleLabels};
@@ -31,13 +30,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
+mod ais_eval;
 mod config;
 mod models;
 mod report;
 
 pub use config::{
-    default_config_path, AisSettings, DataSettings, DrlSettings, EvalSettings, ImageMethod, ImagesConfig, JemSettings,
-    LogSettings, SamplingSettings,
+    default_config_path, AisBaseSetting, AisSettings, BaseComponents, DataSettings, DrlSettings, EvalSettings,
+    ImageMethod, ImagesConfig, JemSettings, LogSettings, SamplingSettings,
 };
 pub use models::{ConvLogits, GaussianBaseline, GaussianLl};
 pub use report::{markdown, AisReport, ClassifierReport, GaussianReport, ImagesReport};
@@ -219,7 +219,15 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         }
         _ => Box::new(TensorData::new(train.images.to_device(device))?),
     };
-    let outcome = trainer.run(&mut *data, &mut sink, Some(&mut eval))?;
+    let outcome = match &cfg.eval.checkpoint {
+        Some(path) => {
+            let step = ebm_core::train::load_model_weights(&vs, path, &trainer.objective().name())
+                .with_context(|| format!("eval.checkpoint = {}", path.display()))?;
+            eprintln!("ebm-rs: evaluating the weights of {} (update {step}); no training", path.display());
+            ebm_core::train::TrainOutcome { steps: step, interrupted: false, rollbacks: 0, last_checkpoint: None }
+        }
+        None => trainer.run(&mut *data, &mut sink, Some(&mut eval))?,
+    };
     sink.flush()?;
     part.finished(&outcome)?;
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -276,30 +284,10 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
     let dens = density(cfg, model)?;
     let model = &*dens;
     let ais_report = if cfg.eval.ais.enabled {
-        let t0 = Instant::now();
-        tch::manual_seed(cfg.seed.wrapping_add(13) as i64);
-        let r = ais(model, &cfg.ais_config(), device)?;
-        let test_ll = mean_log_likelihood(model, &test.images.to_device(device), r.log_z)?;
-        let f_test = f_of(model, &test.images, device, "test images")?;
-        let n_t = f_test.len() as f64;
-        let mean_f = f_test.iter().sum::<f64>() / n_t;
-        let test_ll_sd = (f_test.iter().map(|v| (v - mean_f).powi(2)).sum::<f64>() / (n_t - 1.0).max(1.0)).sqrt();
-        let d: i64 = event.iter().product();
-        let (lo, hi) = range;
-        Some(AisReport {
-            log_z: r.log_z,
-            log_z_std_err: r.log_z_std_err,
-            ess: r.ess,
-            acceptance: r.acceptance.unwrap_or(f64::NAN),
-            test_ll,
-            test_ll_sd,
-            test_ll_std_err: (r.log_z_std_err.powi(2) + test_ll_sd.powi(2) / n_t).sqrt(),
-            test_bits_per_dim: -test_ll / (d as f64 * std::f64::consts::LN_2),
-            uniform_ll: -(d as f64) * (hi - lo).ln(),
-            chains: cfg.eval.ais.chains,
-            steps: cfg.ais_config().steps,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
+        let (r, chains) = ais_eval::evaluate(cfg, model, &train, &test, device)?;
+        let n = (cfg.sampling.n as i64).min(chains.size()[0]);
+        plot::image_grid(&run_dir.figure_path("ais_chains.png"), &legible(&chains.narrow(0, 0, n)), range, nrow)?;
+        Some(r)
     } else {
         None
     };

@@ -14,6 +14,8 @@ pub struct AisReport {
     pub log_z_std_err: f64,
     /// Effective sample size of the weights.
     pub ess: f64,
+    /// Standard deviation of the chains' log-weights (small: the base and the path fit the model).
+    pub log_weight_sd: f64,
     /// MALA acceptance.
     pub acceptance: f64,
     /// Mean test log-likelihood, nats per image.
@@ -26,7 +28,23 @@ pub struct AisReport {
     pub test_bits_per_dim: f64,
     /// The log-likelihood of the uniform density on the data box, for reference: `-D log(high - low)`.
     pub uniform_ll: f64,
-    /// Chains and intermediate distributions.
+    /// The start distribution, in words.
+    pub base: String,
+    /// The test log-likelihood of a fitted base itself (nats per image; `None` for the uniform base).
+    pub base_test_ll: Option<f64>,
+    /// Mean `f` of AIS's final chains: far above `test_f_mean`, the model puts mass where the data are not.
+    pub chains_f_mean: f64,
+    /// Mean `f` of the test images.
+    pub test_f_mean: f64,
+    /// Mean `f` of the training images (far above `test_f_mean`: the model has learnt them by heart).
+    pub train_f_mean: f64,
+    /// Each chain's log-weight (with resampling: with its group's earlier log-normalisers added).
+    pub log_weights: Vec<f64>,
+    /// Resampling events (0: plain AIS).
+    pub resamples: usize,
+    /// With resampling: each group's `log Ẑ` (independent estimates; their spread gives the se).
+    pub group_log_z: Vec<f64>,
+    /// Chains.
     pub chains: usize,
     /// Intermediate distributions.
     pub steps: usize,
@@ -162,6 +180,17 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         }
         _ => {}
     }
+    if let Some(p) = &cfg.eval.checkpoint {
+        s = s.replacen(
+            "\n\n| metric",
+            &format!(
+                "\nNot trained here: the weights of `{}` (update {}) were evaluated.\n\n| metric",
+                p.display(),
+                r.iters
+            ),
+            1,
+        );
+    }
     let mut row = |k: &str, v: String| s.push_str(&format!("| {k} | {v} |\n"));
     row("classifier test accuracy", opt(r.classifier_test_accuracy, |v| format!("{:.1}%", 100.0 * v)));
     if let Some(c) = &r.jem_classifier {
@@ -181,14 +210,17 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         row(
             "AIS log Z (± se)",
             format!(
-                "{:.3} ± {:.3} ({} chains, {} steps, ESS {:.0}{})",
+                "{:.3} ± {:.3} ({} chains, {} steps from the {}, ESS {:.0}, log-weight sd {:.2}{})",
                 a.log_z,
                 a.log_z_std_err,
                 a.chains,
                 a.steps,
+                a.base,
                 a.ess,
-                // a few chains carry all the weight: the estimate (a lower bound in expectation) is unreliable
-                match (a.ess < 0.1 * a.chains as f64, cfg.method) {
+                a.log_weight_sd,
+                // a few chains (or groups) carry all the weight: the estimate (a lower bound in expectation) is
+                // unreliable
+                match (a.ess < 0.1 * a.chains as f64 || a.log_z_std_err > 0.5, cfg.method) {
                     (false, _) => "",
                     (true, ImageMethod::Drl) => "; unreliable: raise drl.ais_steps",
                     (true, _) => "; unreliable: raise eval.ais.steps",
@@ -196,6 +228,20 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
             ),
         );
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
+        row(
+            "mean f: AIS final chains (test images; training images)",
+            format!("{:.2} ({:.2}; {:.2})", a.chains_f_mean, a.test_f_mean, a.train_f_mean),
+        );
+        if !a.group_log_z.is_empty() {
+            let g: Vec<String> = a.group_log_z.iter().map(|v| format!("{v:.1}")).collect();
+            row(
+                &format!("AIS with resampling: {} resamplings; log Z of the {} groups", a.resamples, g.len()),
+                g.join(" / "),
+            );
+        }
+        if let Some(b) = a.base_test_ll {
+            row("AIS base: test log-likelihood, nats/image", format!("{b:.2}"));
+        }
         row("test NLL, bits/dim", format!("{:.3}", a.test_bits_per_dim));
         row(
             "test log-likelihood spread: se (sd over images)",
