@@ -107,116 +107,8 @@ impl Trainer<'_> {
     /// ([`Trainer::with_fingerprint`]), when a tensor holds NaN or ±inf, and when it does not fit the
     /// model (another architecture). Nothing is changed when a checkpoint is refused.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<usize> {
-        let dir = if path.join("meta.json").exists() {
-            path.to_path_buf()
-        } else {
-            list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
-                invalid("resume", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
-            })?
-        };
-        let meta_path = dir.join("meta.json");
-        let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-        let corrupt_meta = |e: serde_json::Error| EbmError::Data {
-            path: meta_path.display().to_string(),
-            msg: format!("corrupt checkpoint metadata: {e}; {TRUST_HINT}"),
-        };
-        let version: FormatOnly = serde_json::from_slice(&meta_bytes).map_err(corrupt_meta)?;
-        if version.format < FORMAT {
-            return Err(refuse(
-                &dir,
-                format!(
-                    "it was written by an older ebm-rs (checkpoint format {}; this version reads format {FORMAT}) and \
-                     cannot be resumed; start a new run",
-                    version.format
-                ),
-            ));
-        }
-        if version.format > FORMAT {
-            return Err(refuse(
-                &dir,
-                format!(
-                    "it was written by a newer ebm-rs (checkpoint format {}; this version reads format {FORMAT}); \
-                     resume it with that version",
-                    version.format
-                ),
-            ));
-        }
-        let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(corrupt_meta)?;
-        if meta.fields.checksum() != meta.meta_sha256 {
-            return Err(refuse(
-                &dir,
-                format!(
-                    "meta.json was edited or damaged after it was written (the checksum of its fields does not \
-                     match meta_sha256); {TRUST_HINT}"
-                ),
-            ));
-        }
-        let meta = meta.fields;
-        if let Some(named) = dir.file_name().and_then(|n| n.to_str()).and_then(step_of_name) {
-            if named != meta.step {
-                return Err(refuse(
-                    &dir,
-                    format!(
-                        "the folder is named for step {named} but holds the state of step {}: it was copied or \
-                         renamed from another checkpoint (another run's?); remove it, or give it back its own name \
-                         step-{:08} if it belongs to this run",
-                        meta.step, meta.step
-                    ),
-                ));
-            }
-        }
-        let objective = self.objective.name();
-        if meta.objective != objective {
-            return Err(refuse(
-                &dir,
-                format!(
-                    "it was written by objective '{}' but this run trains with '{objective}'; resume with the \
-                     objective that wrote it, or start a new run",
-                    meta.objective
-                ),
-            ));
-        }
-        if meta.fingerprint != self.fingerprint {
-            let show = |f: &Option<String>| f.as_ref().map_or_else(|| "none".to_string(), |f| format!("'{f}'"));
-            return Err(refuse(
-                &dir,
-                format!(
-                    "it was written by a run with fingerprint {} but this run's fingerprint is {} (another \
-                     configuration); resume with the configuration that wrote it, or start a new run",
-                    show(&meta.fingerprint),
-                    show(&self.fingerprint)
-                ),
-            ));
-        }
-        let st_path = dir.join("state.safetensors");
-        let st_bytes = std::fs::read(&st_path).map_err(|e| io_err(&st_path, e))?;
-        let got = sha256_hex(&st_bytes);
-        if got != meta.state_sha256 {
-            return Err(refuse(
-                &dir,
-                format!(
-                    "state.safetensors is corrupt or truncated: its SHA-256 is {got}, not the {} recorded in \
-                     meta.json when it was written; {TRUST_HINT}",
-                    meta.state_sha256
-                ),
-            ));
-        }
-        drop(st_bytes);
-        let tensors = Tensor::read_safetensors(&st_path).map_err(|e| EbmError::Data {
-            path: st_path.display().to_string(),
-            msg: format!("corrupt or truncated checkpoint: {e}"),
-        })?;
-        for (name, t) in &tensors {
-            if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
-                return Err(refuse(
-                    &dir,
-                    format!(
-                        "tensor '{name}' holds non-finite values (NaN or inf): the training state had diverged \
-                         when it was saved; {TRUST_HINT}"
-                    ),
-                ));
-            }
-        }
+        let Verified { meta, tensors, .. } =
+            read_verified(path, Purpose::Resume(&self.fingerprint), &self.objective.name())?;
         let device = self.params[0].1.device();
         let mut state: HashMap<String, Tensor> = tensors.into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
         let objective_state = state.remove("objective.state");
@@ -240,44 +132,166 @@ impl Trainer<'_> {
     }
 }
 
-/// Loads the model weights of a checkpoint (a `step-NNNNNNNN` folder, or the newest in a checkpoints folder)
-/// into `vs`, to evaluate a trained model without its trainer: the EMA weights when the checkpoint has them
-/// (they are the model a finished run evaluates), else the raw ones. The checkpoint must be of format 2 with
-/// intact checksums and written by `objective` (`Objective::name`); every variable of `vs` must be in it
-/// with its shape. Its fingerprint is not checked (the point is to read it under another configuration).
-/// Returns the checkpoint's step; `vs` is unchanged on error.
-pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) -> Result<usize> {
+/// What a checkpoint is read for: resuming a run (every check, the fingerprint's too) or taking a model's
+/// weights under another configuration (the fingerprint is not checked). It picks the wording of the errors.
+#[derive(Clone, Copy)]
+enum Purpose<'a> {
+    /// Resuming the run with this fingerprint ([`Trainer::with_fingerprint`]).
+    Resume(&'a Option<String>),
+    /// Reading the model's weights.
+    Weights,
+}
+
+/// A checkpoint read and checked by [`read_verified`].
+struct Verified {
+    /// Its `step-NNNNNNNN` folder.
+    dir: PathBuf,
+    /// The fields of its `meta.json`.
+    meta: MetaFields,
+    /// Every tensor of `state.safetensors`, as saved.
+    tensors: Vec<(String, Tensor)>,
+}
+
+/// Reads the checkpoint at `path` (a `step-NNNNNNNN` folder, or the newest in a checkpoints folder) for
+/// `purpose` and refuses it, with an error naming its folder, when it was written by another format of
+/// ebm-rs, when `state.safetensors` or `meta.json` changed after they were written (their SHA-256
+/// checksums), when the folder's name says another step than `meta.json`, when it was written by another
+/// objective than `objective` or (when resuming) by a run with another fingerprint, or when a tensor holds
+/// NaN or ±inf. It only reads: the caller changes nothing until it succeeds.
+fn read_verified(path: &Path, purpose: Purpose, objective: &str) -> Result<Verified> {
+    let key = match purpose {
+        Purpose::Resume(_) => "resume",
+        Purpose::Weights => "checkpoint",
+    };
     let dir = if path.join("meta.json").exists() {
         path.to_path_buf()
     } else {
-        list_checkpoints(path)?.pop().map(|(_, p)| p).ok_or_else(|| {
-            invalid("checkpoint", format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display()))
-        })?
+        list_checkpoints(path)?
+            .pop()
+            .map(|(_, p)| p)
+            .ok_or_else(|| invalid(key, format!("no checkpoint (step-NNNNNNNN folder) in {}", path.display())))?
     };
     let meta_path = dir.join("meta.json");
     let meta_bytes = std::fs::read(&meta_path).map_err(|e| io_err(&meta_path, e))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(|e| EbmError::Data {
+    let corrupt_meta = |e: serde_json::Error| EbmError::Data {
         path: meta_path.display().to_string(),
-        msg: format!("not a checkpoint of format {FORMAT}: {e}"),
-    })?;
-    if meta.fields.format != FORMAT || meta.fields.checksum() != meta.meta_sha256 {
-        return Err(refuse(&dir, format!("meta.json is not an intact checkpoint of format {FORMAT}")));
-    }
-    if meta.fields.objective != objective {
+        msg: format!("corrupt checkpoint metadata: {e}; {TRUST_HINT}"),
+    };
+    let version: FormatOnly = serde_json::from_slice(&meta_bytes).map_err(corrupt_meta)?;
+    if version.format < FORMAT {
         return Err(refuse(
             &dir,
-            format!("it was written by objective '{}', not '{objective}'", meta.fields.objective),
+            format!(
+                "it was written by an older ebm-rs (checkpoint format {}; this version reads format {FORMAT}) and \
+                 cannot be resumed; start a new run",
+                version.format
+            ),
         ));
     }
-    let st_path = dir.join("state.safetensors");
-    let got = sha256_hex(&std::fs::read(&st_path).map_err(|e| io_err(&st_path, e))?);
-    if got != meta.fields.state_sha256 {
-        return Err(refuse(&dir, "state.safetensors does not match the SHA-256 in meta.json"));
+    if version.format > FORMAT {
+        return Err(refuse(
+            &dir,
+            format!(
+                "it was written by a newer ebm-rs (checkpoint format {}; this version reads format {FORMAT}); \
+                 resume it with that version",
+                version.format
+            ),
+        ));
     }
-    let state: HashMap<String, Tensor> = Tensor::read_safetensors(&st_path)
-        .map_err(|e| EbmError::Data { path: st_path.display().to_string(), msg: format!("corrupt checkpoint: {e}") })?
-        .into_iter()
-        .collect();
+    let meta: CheckpointMeta = serde_json::from_slice(&meta_bytes).map_err(corrupt_meta)?;
+    if meta.fields.checksum() != meta.meta_sha256 {
+        return Err(refuse(
+            &dir,
+            format!(
+                "meta.json was edited or damaged after it was written (the checksum of its fields does not \
+                 match meta_sha256); {TRUST_HINT}"
+            ),
+        ));
+    }
+    let meta = meta.fields;
+    if let Some(named) = dir.file_name().and_then(|n| n.to_str()).and_then(step_of_name) {
+        if named != meta.step {
+            return Err(refuse(
+                &dir,
+                format!(
+                    "the folder is named for step {named} but holds the state of step {}: it was copied or \
+                     renamed from another checkpoint (another run's?); remove it, or give it back its own name \
+                     step-{:08} if it belongs to this run",
+                    meta.step, meta.step
+                ),
+            ));
+        }
+    }
+    if meta.objective != objective {
+        let msg = match purpose {
+            Purpose::Resume(_) => format!(
+                "it was written by objective '{}' but this run trains with '{objective}'; resume with the \
+                 objective that wrote it, or start a new run",
+                meta.objective
+            ),
+            Purpose::Weights => {
+                format!("it was written by objective '{}', not '{objective}': another model?", meta.objective)
+            }
+        };
+        return Err(refuse(&dir, msg));
+    }
+    match purpose {
+        Purpose::Resume(fingerprint) if *fingerprint != meta.fingerprint => {
+            let show = |f: &Option<String>| f.as_ref().map_or_else(|| "none".to_string(), |f| format!("'{f}'"));
+            return Err(refuse(
+                &dir,
+                format!(
+                    "it was written by a run with fingerprint {} but this run's fingerprint is {} (another \
+                     configuration); resume with the configuration that wrote it, or start a new run",
+                    show(&meta.fingerprint),
+                    show(fingerprint)
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let st_path = dir.join("state.safetensors");
+    let st_bytes = std::fs::read(&st_path).map_err(|e| io_err(&st_path, e))?;
+    let got = sha256_hex(&st_bytes);
+    if got != meta.state_sha256 {
+        return Err(refuse(
+            &dir,
+            format!(
+                "state.safetensors is corrupt or truncated: its SHA-256 is {got}, not the {} recorded in \
+                 meta.json when it was written; {TRUST_HINT}",
+                meta.state_sha256
+            ),
+        ));
+    }
+    drop(st_bytes);
+    let tensors = Tensor::read_safetensors(&st_path).map_err(|e| EbmError::Data {
+        path: st_path.display().to_string(),
+        msg: format!("corrupt or truncated checkpoint: {e}"),
+    })?;
+    for (name, t) in &tensors {
+        if t.is_floating_point() && !bool::try_from(t.isfinite().all())? {
+            return Err(refuse(
+                &dir,
+                format!(
+                    "tensor '{name}' holds non-finite values (NaN or inf): the training state had diverged \
+                     when it was saved; {TRUST_HINT}"
+                ),
+            ));
+        }
+    }
+    Ok(Verified { dir, meta, tensors })
+}
+
+/// Loads the model weights of a checkpoint (a `step-NNNNNNNN` folder, or the newest in a checkpoints folder)
+/// into `vs`, to evaluate a trained model without its trainer: the EMA weights when the checkpoint has them
+/// (they are the model a finished run evaluates), else the raw ones. The checkpoint passes the checks of
+/// [`Trainer::load_checkpoint`] (format, checksums, folder name, written by `objective` (`Objective::name`),
+/// finite tensors) but the fingerprint's (the point is to read it under another configuration), and every
+/// variable of `vs` must be in it with its shape.
+/// Returns the checkpoint's step; `vs` is unchanged on error.
+pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) -> Result<usize> {
+    let Verified { dir, meta, tensors } = read_verified(path, Purpose::Weights, objective)?;
+    let state: HashMap<String, Tensor> = tensors.into_iter().collect();
     let vars = vs.variables();
     let mut pairs = Vec::with_capacity(vars.len());
     for (name, var) in &vars {
@@ -291,9 +305,6 @@ pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) 
                 format!("variable '{name}' has shape {:?} there but {:?} in the model", src.size(), var.size()),
             ));
         }
-        if src.is_floating_point() && !bool::try_from(src.isfinite().all())? {
-            return Err(refuse(&dir, format!("tensor '{name}' holds non-finite values")));
-        }
         pairs.push((var.shallow_clone(), src));
     }
     tch::no_grad(|| {
@@ -301,7 +312,7 @@ pub fn load_model_weights(vs: &tch::nn::VarStore, path: &Path, objective: &str) 
             var.copy_(&src.to_device(var.device()).to_kind(var.kind()));
         }
     });
-    Ok(meta.fields.step)
+    Ok(meta.step)
 }
 
 /// Just the format of a `meta.json`, read first so that an older layout gets its own message.
