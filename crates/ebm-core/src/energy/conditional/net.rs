@@ -306,13 +306,7 @@ impl EnergyModel for ConditionalNet {
     fn f_given(&self, x: &Tensor, labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
         match labels {
             Some(l) => self.forward(x, l, sigma),
-            None => {
-                let b = x.size()[0];
-                let per: Vec<Tensor> = (0..self.labels.len() as i64)
-                    .map(|l| self.forward(x, &Tensor::full([b], l, (Kind::Int64, x.device())), sigma))
-                    .collect();
-                Tensor::stack(&per, 1).logsumexp([1i64], false) - (self.labels.len() as f64).ln()
-            }
+            None => self.f_all_labels(x, sigma).logsumexp([1i64], false) - (self.labels.len() as f64).ln(),
         }
     }
 
