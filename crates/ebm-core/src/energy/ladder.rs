@@ -16,7 +16,7 @@
 
 use super::{EnergyModel, Mlp, MlpConfig};
 use crate::error::{invalid, Result};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// `f(x; σ) = σ Σ_{s: a_s ≥ σ} r_s(x)/a_s`: one MLP `r_s` per level of the ladder `a_0 < … < a_{L-1}`, the top
 /// one with the default initialisation, the others with a zero output layer (every level starts as the top
@@ -80,34 +80,39 @@ impl EnergyModel for LadderMlp {
     /// # Shapes
     /// `x: [B, D]`, `sigma: [B]` → `[B]`.
     fn f_given(&self, x: &Tensor, _labels: Option<&Tensor>, sigma: Option<&Tensor>) -> Tensor {
+        let Some(s) = sigma else {
+            // every residual on every row
+            let mut nets = self.levels.iter().zip(&self.nets).map(|(a, net)| net.f(x) / *a);
+            let first = nets.next().expect("a ladder has at least one level");
+            return nets.fold(first, |acc, r| acc + r);
+        };
+        // Each residual runs only on the rows that count it (σ ≤ its level): the level of a row at a_t is
+        // evaluated L − t times instead of L. Rows are added level by level, lowest first.
         let detach_inherited = !x.requires_grad();
-        let mut out: Option<Tensor> = None;
-        let mut below: Option<Tensor> = None; // rows already counted at a lower level (their own level is lower)
+        let mut out = Tensor::zeros([x.size()[0]], (x.kind(), x.device()));
+        let mut below: Option<Tensor> = None; // rows whose own level is lower
         for (a, net) in self.levels.iter().zip(&self.nets) {
-            let r = net.f(x) / *a;
-            let r = match sigma {
-                None => r,
-                Some(s) => {
-                    let on = s.le(a * (1.0 + LEVEL_SLACK)).to_kind(x.kind());
-                    let own = match &below {
-                        Some(b) => &on - b,
-                        None => on.shallow_clone(),
-                    };
-                    let r = if detach_inherited { &r * &own + (&r * (&on - &own)).detach() } else { r * &on };
-                    below = Some(on);
-                    r
-                }
+            let on = s.le(a * (1.0 + LEVEL_SLACK));
+            let rows = on.nonzero().squeeze_dim(1);
+            let own = match &below {
+                Some(b) => on.logical_and(&b.logical_not()),
+                None => on.shallow_clone(),
             };
-            out = Some(match out {
-                None => r,
-                Some(o) => o + r,
-            });
+            below = Some(on);
+            if rows.size()[0] == 0 {
+                continue;
+            }
+            let r = net.f(&x.index_select(0, &rows)) / *a;
+            let r = if detach_inherited {
+                let own = own.index_select(0, &rows).to_kind(r.kind());
+                let inherited: Tensor = &r * (own.ones_like() - &own);
+                &r * &own + inherited.detach()
+            } else {
+                r
+            };
+            out = out.index_add(0, &rows, &r);
         }
-        let f = out.unwrap_or_else(|| Tensor::zeros([x.size()[0]], (Kind::Float, x.device())));
-        match sigma {
-            Some(s) => f * s,
-            None => f,
-        }
+        out * s
     }
 
     fn event_shape(&self) -> Vec<i64> {
@@ -202,6 +207,34 @@ mod tests {
             .reduce(|a, b| a + b)
             .unwrap();
         assert!(f64::try_from((g - want).abs().max()).unwrap() < 1e-3);
+    }
+
+    #[test]
+    fn a_batch_of_mixed_levels_gives_every_row_its_own_level() {
+        // rows at the three levels, between levels (counted from the next level up) and above the top (0)
+        tch::manual_seed(2);
+        let (_vs, m) = ladder();
+        tch::no_grad(|| {
+            for p in m.parameters() {
+                p.shallow_clone().copy_(&p.randn_like());
+            }
+        });
+        let sig = [0.3, 0.1, 2.0, 1.0, 0.2, 0.1, 0.05];
+        let x = Tensor::randn([sig.len() as i64, 2], (Kind::Float, Device::Cpu));
+        let sigma = Tensor::from_slice(&sig).to_kind(Kind::Float);
+        let got = m.f_given(&x, None, Some(&sigma));
+        for (i, s) in sig.iter().enumerate() {
+            let xi = x.narrow(0, i as i64, 1);
+            let want: f64 = [0.1, 0.3, 1.0]
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| *s <= **a)
+                .map(|(k, a)| f64::try_from(m.nets[k].f(&xi) / *a).unwrap())
+                .sum::<f64>()
+                * s;
+            let g = f64::try_from(got.get(i as i64)).unwrap();
+            assert!((g - want).abs() < 1e-4 * (1.0 + want.abs()), "row {i} at σ = {s}: {g} vs {want}");
+        }
     }
 
     #[test]

@@ -255,6 +255,9 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     part.finished(&outcome)?;
     bar.finish();
+    // with `train.ema` set the averaged weights are the model evaluated from here on (the evaluations during
+    // training saw the raw weights); without it nothing changes
+    trainer.use_ema_weights();
 
     // Final evaluation, the same for every method.
     tch::manual_seed(cfg.seed.wrapping_add(7) as i64);
