@@ -25,7 +25,7 @@ fn quick_run_writes_every_row_and_figure() {
     assert!(config.contains("iters = 60"), "quick settings saved in config.toml");
 
     let datasets = ["8gaussians", "rings", "checkerboard", "two_gaussians"];
-    let methods = ["cd1", "cdk", "pcd", "replay", "sm_exact", "sm_hutchinson", "dsm", "ed", "nce"];
+    let methods = ["cd1", "cdk", "pcd", "replay", "sm_exact", "sm_hutchinson", "dsm", "ed", "nce", "drl"];
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), datasets.len() * methods.len(), "{csv}");
@@ -50,6 +50,7 @@ fn quick_run_writes_every_row_and_figure() {
         }
     }
     let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+    assert!(md.contains("weights averaged (EMA 0.995), the average evaluated"), "DRL's own averaging is stated: {md}");
     assert_eq!(
         md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| dataset")).count(),
         datasets.len() * methods.len()

@@ -14,11 +14,12 @@ use ebm_core::sampler::{
 };
 use ebm_core::train::TrainConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A training method of the comparison; its name in configs and on the command line is the snake-case
 /// form (`cd1`, `sm_hutchinson`, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// CD-1 from the data.
@@ -325,6 +326,17 @@ pub fn folder_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }
 
+/// A method's own training settings ([`CdVsSmConfig::method_training`]); unset fields take `train`'s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodTraining {
+    /// Decay of the exponential moving average of the weights (`train.ema`); the averaged weights are the model
+    /// evaluated after training.
+    pub ema: Option<f64>,
+    /// Adam's learning rate (`train.optim.lr`).
+    pub lr: Option<f64>,
+}
+
 /// The experiment's configuration (`experiments/exp_cd_vs_sm.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -352,8 +364,11 @@ pub struct CdVsSmConfig {
     pub n_test: usize,
     /// The network, the same for every method.
     pub model: MlpConfig,
-    /// Training loop (iterations, batch, Adam), the same for every method.
+    /// Training loop (iterations, batch, Adam), the same for every method but for `method_training`.
     pub train: TrainConfig,
+    /// A method's own weight averaging and learning rate over `train` (the number of updates stays shared), e.g.
+    /// `method_training.drl = { ema = 0.995 }`.
+    pub method_training: BTreeMap<Method, MethodTraining>,
     /// Contrastive settings.
     pub cd: CdSettings,
     /// Score-matching settings.
@@ -387,6 +402,7 @@ impl Default for CdVsSmConfig {
                 Method::Dsm,
                 Method::Ed,
                 Method::Nce,
+                Method::Drl,
             ],
             seed: 0,
             device: DeviceArg::Auto,
@@ -403,6 +419,7 @@ impl Default for CdVsSmConfig {
                 keep_checkpoints: 1,
                 ..Default::default()
             },
+            method_training: BTreeMap::from([(Method::Drl, MethodTraining { ema: Some(0.995), lr: None })]),
             cd: CdSettings::default(),
             sm: SmSettings::default(),
             ed: EnergyDiscrepancyConfig::default(),
@@ -454,6 +471,16 @@ impl CdVsSmConfig {
         Ok(())
     }
 
+    /// The training settings of `method`: `train` with `method_training[method]` over it.
+    pub fn train_for(&self, method: Method) -> TrainConfig {
+        let mut t = self.train.clone();
+        if let Some(own) = self.method_training.get(&method) {
+            t.ema = own.ema.or(t.ema);
+            t.optim.lr = own.lr.unwrap_or(t.optim.lr);
+        }
+        t
+    }
+
     /// [`CdVsSmConfig::validate`] without reading the data sets.
     pub fn validate_settings(&self) -> Result<()> {
         check_run_settings(self.threads, self.run_name.as_deref())?;
@@ -490,6 +517,14 @@ impl CdVsSmConfig {
             bail!("model.in_dim = {}, but the data are 2-D points (width 2): set model.in_dim = 2", self.model.in_dim);
         }
         user_keys(self.train.validate(), KEYS)?;
+        for (m, t) in &self.method_training {
+            if let Some(d) = t.ema.filter(|d| !(0.0..1.0).contains(d)) {
+                bail!("method_training.{m}.ema: the decay must be in [0, 1), got {d}");
+            }
+            if let Some(lr) = t.lr.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
+                bail!("method_training.{m}.lr must be > 0 and finite, got {lr}");
+            }
+        }
         // every method's objective, used or not: a bad value is an error whichever methods are picked
         for m in Method::ALL {
             user_keys(validate_objective(&m.objective(self, [-1.0, 1.0, -1.0, 1.0])), KEYS)?;
@@ -744,6 +779,32 @@ mod tests {
         assert_eq!(load(&["drl_net=\"sigma_input\""]).unwrap().drl_net, DrlNet::SigmaInput);
         let e = format!("{:#}", load(&["drl_net=\"film\""]).unwrap_err());
         assert!(e.contains("drl_net") && e.contains("film") && e.contains("ladder"), "{e}");
+    }
+
+    #[test]
+    fn a_method_takes_its_own_averaging_and_rate_and_bad_ones_name_the_key() {
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            config::load::<CdVsSmConfig>(None, &sets)
+        };
+        let cfg = load(&[]).unwrap();
+        assert_eq!(cfg.train_for(Method::Drl).ema, Some(0.995));
+        assert_eq!(cfg.train_for(Method::Replay), cfg.train);
+        let cfg = load(&["method_training.cd1={lr=3e-3}"]).unwrap();
+        assert_eq!(cfg.train_for(Method::Cd1).optim.lr, 3e-3);
+        assert_eq!(cfg.train_for(Method::Cd1).ema, cfg.train.ema);
+        assert_eq!(cfg.train_for(Method::Cdk).optim.lr, cfg.train.optim.lr);
+        for (set, want) in [
+            ("method_training.drl={ema=1.0}", "method_training.drl.ema"),
+            ("method_training.cd1={lr=0.0}", "method_training.cd1.lr"),
+        ] {
+            let e = load(&[set]).unwrap().validate_settings().unwrap_err().to_string();
+            assert!(e.contains(want), "{set}: {e}");
+        }
+        for (set, want) in [("method_training.cd7={ema=0.9}", "cd7"), ("method_training.drl={iters=5}", "iters")] {
+            let e = format!("{:#}", load(&[set]).unwrap_err());
+            assert!(e.contains(want), "{set}: {e}");
+        }
     }
 
     #[test]

@@ -178,7 +178,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         _ => method.objective(cfg, axes_bbox(bbox, margin)).build(model, device)?,
     };
     // [eval].every drives the trainer's evaluation callback
-    let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train.clone() };
+    let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train_for(method) };
     let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, model, objective, cfg.seed)?)?;
     let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
     bar.set_style(
@@ -255,8 +255,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     }
     part.finished(&outcome)?;
     bar.finish();
-    // with `train.ema` set the averaged weights are the model evaluated from here on (the evaluations during
-    // training saw the raw weights); without it nothing changes
+    // with weight averaging (`train.ema`, `method_training.<method>.ema`) the averaged weights are the model
+    // evaluated from here on (the evaluations during training saw the raw weights); without it nothing changes
     trainer.use_ema_weights();
 
     // Final evaluation, the same for every method.
@@ -332,7 +332,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         ("dataset", ds.as_str().into()),
         ("iters", HParamValue::from(cfg.train.iters as f64)),
         ("batch_size", HParamValue::from(cfg.train.batch_size as f64)),
-        ("lr", HParamValue::from(cfg.train.optim.lr)),
+        ("lr", HParamValue::from(cfg.train_for(method).optim.lr)),
+        ("ema", HParamValue::from(cfg.train_for(method).ema.unwrap_or(0.0))),
         ("k", HParamValue::from(cfg.cd.k as f64)),
     ];
     hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;

@@ -128,10 +128,27 @@ pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[Result
             format!("{} parallel-tempering steps (β = {:?}) for the sample-based columns", s.pt_steps, s.pt.betas)
         }
     };
+    // the methods with training settings of their own (`method_training`)
+    let own: String = cfg
+        .method_training
+        .iter()
+        .filter(|(m, _)| cfg.methods.contains(m))
+        .map(|(m, t)| {
+            let mut parts = Vec::new();
+            if let Some(d) = t.ema {
+                parts.push(format!("weights averaged (EMA {d}), the average evaluated"));
+            }
+            if let Some(lr) = t.lr {
+                parts.push(format!("Adam lr {lr}"));
+            }
+            format!("{}: {}.\n", m.label(cfg), parts.join(", "))
+        })
+        .filter(|l| !l.ends_with(": .\n"))
+        .collect();
     let mut md = format!(
         "# exp_cd_vs_sm results\n\nSame MLP ({:?}), Adam lr {}, {} updates of batch {} per method; seed {}.\n\
          Samples: {} chains, {} Langevin steps (ε = {}) from uniform noise, then {final_steps}.\n\
-         NLL and KL use log Z on a {}² grid. Mode weights of the model are its density's mass nearest each mode.\n\n{table}",
+         NLL and KL use log Z on a {}² grid. Mode weights of the model are its density's mass nearest each mode.\n{own}\n{table}",
         cfg.model.hidden,
         cfg.train.optim.lr,
         cfg.train.iters,
