@@ -117,7 +117,7 @@ impl Default for ImageSampling {
         ImageSampling {
             n: 200,
             steps_per_level: 100,
-            step_ratio: 0.6,
+            step_ratio: 0.3,
             denoise: true,
             metropolis: false,
             start: Start::Data,
