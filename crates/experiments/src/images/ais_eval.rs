@@ -1,10 +1,10 @@
 //! The AIS evaluation of `exp_images`: the start distribution (`eval.ais.base`) and the test log-likelihood
 //! of the model on the data box, with its spread and the base's own test log-likelihood beside it.
 
-use super::config::ImagesConfig;
-use super::report::AisReport;
+use super::config::{ImageMethod, ImagesConfig};
+use super::report::{AisReport, AisStageReport};
 use anyhow::{bail, Result};
-use ebm_core::ais::{ais, mean_log_likelihood, AisBase, BoxGaussians};
+use ebm_core::ais::{ais_path, mean_log_likelihood, AisBase, BoxGaussians};
 use ebm_core::data::images::ImageSet;
 use ebm_core::energy::EnergyModel;
 use ebm_core::eval::f_of;
@@ -114,24 +114,108 @@ impl AisBaseSetting {
     }
 }
 
-/// Runs AIS from `eval.ais.base` (fitted to `train`) to `model` and scores `test`.
-/// Returns the report and AIS's final chains (`[chains, *event]`, approximate samples of the model).
+/// The chains' path from the base to the model (`eval.ais.path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AisPath {
+    /// One geometric bridge from the base to the model's density.
+    #[default]
+    Direct,
+    /// `--method drl` only: through the model read at each level of the DRL ladder (`drl.scales`), from the
+    /// largest down to `sigma_min`, the density evaluated: base → `f_{σ_max}` → … → `f_{σ_min}`, one stage
+    /// per level, each a geometric bridge between neighbours with `drl.ais_steps / levels` steps (the first
+    /// `drl.ais_steps % levels` stages one more; `ebm_core::ais::ais_path`).
+    NoiseLevels,
+}
+
+impl AisPath {
+    /// Checks that the method has noise levels and that every stage gets a step.
+    pub fn validate(self, cfg: &ImagesConfig) -> Result<()> {
+        if self == AisPath::Direct {
+            return Ok(());
+        }
+        if cfg.method != ImageMethod::Drl {
+            bail!(
+                "eval.ais.path = \"noise_levels\" needs a model with noise levels (method = \"drl\"), got method = \"{}\"; \
+                 use eval.ais.path = \"direct\"",
+                cfg.method
+            );
+        }
+        let steps = cfg.drl.ais_steps.unwrap_or(cfg.eval.ais.steps);
+        if steps < cfg.drl.scales.levels {
+            bail!(
+                "eval.ais.path = \"noise_levels\" runs one stage per level of drl.scales ({}), but drl.ais_steps \
+                 (or eval.ais.steps) is {steps}: give every stage a step",
+                cfg.drl.scales.levels
+            );
+        }
+        Ok(())
+    }
+
+    /// The noise levels of the path's models, largest first (`[sigma_min]` for the direct path of DRL, empty
+    /// for other methods' direct path: their model is not noise-conditional).
+    pub fn levels(self, cfg: &ImagesConfig) -> Vec<f64> {
+        match (self, cfg.method) {
+            (AisPath::NoiseLevels, _) => {
+                let mut a = ebm_core::sampler::recovery::ladder_with_increments(&cfg.drl.scales).0;
+                a.reverse();
+                // the last is the density evaluated: exactly sigma_min (the ladder's exp/log may be off by an ulp)
+                if let Some(last) = a.last_mut() {
+                    *last = cfg.drl.scales.sigma_min;
+                }
+                a
+            }
+            (AisPath::Direct, ImageMethod::Drl) => vec![cfg.drl.scales.sigma_min],
+            (AisPath::Direct, _) => Vec::new(),
+        }
+    }
+
+    /// A description for reports.
+    pub fn describe(self, cfg: &ImagesConfig) -> String {
+        match self {
+            AisPath::Direct => "direct".into(),
+            AisPath::NoiseLevels => {
+                let l: Vec<String> = self.levels(cfg).iter().map(|a| format!("{a:.3}")).collect();
+                format!("noise levels σ = {} ({} stages)", l.join(" → "), l.len())
+            }
+        }
+    }
+}
+
+/// The path of `eval.ais.path` for the trained `model` (raw: for DRL the noise-conditional net, read here at
+/// its levels): `[density]` for the direct path, the model's views at the levels for `"noise_levels"`.
+fn path_models<'a>(cfg: &ImagesConfig, model: &'a dyn EnergyModel) -> Result<Vec<Box<dyn EnergyModel + 'a>>> {
+    Ok(match (cfg.eval.ais.path, cfg.method) {
+        (AisPath::NoiseLevels, _) | (AisPath::Direct, ImageMethod::Drl) => {
+            cfg.eval.ais.path.levels(cfg).into_iter().map(|a| model.at_noise(a)).collect::<Result<_, _>>()?
+        }
+        (AisPath::Direct, _) => vec![Box::new(model)],
+    })
+}
+
+/// Runs AIS from `eval.ais.base` (fitted to `train`) to the density of the trained `model` (for DRL the
+/// noise-conditional net: the density is its view at `drl.scales.sigma_min`) along `eval.ais.path`, and
+/// scores `test`. Returns the report and AIS's final chains (`[chains, *event]`, approximate samples of the
+/// model).
 pub(super) fn evaluate(
     cfg: &ImagesConfig,
-    model: &dyn EnergyModel,
+    trained: &dyn EnergyModel,
     train: &ImageSet,
     test: &ImageSet,
     device: Device,
 ) -> Result<(AisReport, tch::Tensor)> {
     let t0 = Instant::now();
+    let path = path_models(cfg, trained)?;
+    let model = &**path.last().expect("a path has at least one model");
     let base = cfg.ais_base(&train.images, train.labels.as_deref())?;
     let base_test_ll = match &base {
         AisBase::TruncatedGaussians(b) => Some(f64::try_from(b.log_prob(&test.images).mean(Kind::Double))?),
         _ => None,
     };
     let ais_cfg = cfg.ais_config(base);
-    tch::manual_seed(cfg.seed.wrapping_add(13) as i64);
-    let r = ais(model, &ais_cfg, device)?;
+    tch::manual_seed(cfg.eval.ais.seed.unwrap_or(cfg.seed.wrapping_add(13)) as i64);
+    let refs: Vec<&dyn EnergyModel> = path.iter().map(|m| &**m).collect();
+    let r = ais_path(&refs, &ais_cfg, device)?;
     let f_chains = f_of(model, &r.samples.to_device(Device::Cpu), device, "AIS chains")?;
     let chains_f_mean = f_chains.iter().sum::<f64>() / f_chains.len().max(1) as f64;
     let f_train = f_of(model, &train.images, device, "training images")?;
@@ -167,13 +251,35 @@ pub(super) fn evaluate(
         group_log_z: r.group_log_z.clone(),
         chains: ais_cfg.chains,
         steps: ais_cfg.steps,
+        path: cfg.eval.ais.path.describe(cfg),
+        stages: stage_reports(cfg, &r.stages),
         seconds: t0.elapsed().as_secs_f64(),
     };
     Ok((report, r.samples))
 }
 
+/// The stages of the AIS result with the model each ends at.
+fn stage_reports(cfg: &ImagesConfig, stages: &[ebm_core::ais::AisStage]) -> Vec<AisStageReport> {
+    let levels = cfg.eval.ais.path.levels(cfg);
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| AisStageReport {
+            to: match levels.get(i) {
+                Some(a) => format!("σ = {a:.3}"),
+                None => "the model".into(),
+            },
+            steps: s.steps,
+            mean_log_weight: s.mean_log_weight,
+            log_weight_sd: s.log_weight_sd,
+            acceptance: s.acceptance.unwrap_or(f64::NAN),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::config::AisSettings;
     use super::*;
     use tch::Tensor;
 
@@ -220,5 +326,39 @@ mod tests {
         }
         cfg.eval.ais.base = AisBaseSetting::Uniform;
         assert_eq!(cfg.ais_base(&x, None).unwrap(), AisBase::Uniform { low: -1.0, high: 1.0 });
+    }
+
+    #[test]
+    fn the_path_setting_parses_validates_and_lists_the_noise_levels() {
+        let mut cfg = ImagesConfig::default();
+        assert_eq!(cfg.eval.ais.path, AisPath::Direct, "the direct path is the default");
+        let set: AisSettings = toml::from_str(r#"path = "noise_levels""#).unwrap();
+        assert_eq!(set.path, AisPath::NoiseLevels);
+        assert!(toml::from_str::<AisSettings>(r#"path = "levels""#).unwrap_err().to_string().contains("noise_levels"));
+        cfg.eval.ais.path = AisPath::NoiseLevels;
+        cfg.method = ImageMethod::Replay;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("eval.ais.path = \"noise_levels\"") && e.contains("got method = \"replay\""), "{e}");
+        cfg.method = ImageMethod::Drl;
+        cfg.validate().unwrap();
+        // 6 levels from 1 to 0.05, geometric, largest first; the last exactly sigma_min
+        cfg.drl.scales = ebm_core::sampler::NoiseScales { sigma_max: 1.0, sigma_min: 0.05, levels: 6 };
+        let levels = cfg.eval.ais.path.levels(&cfg);
+        assert_eq!(levels.len(), 6);
+        for (i, a) in levels.iter().enumerate() {
+            let want = 0.05f64.powf(i as f64 / 5.0);
+            assert!((a - want).abs() < 1e-12, "level {i}: {a} vs {want}");
+        }
+        assert_eq!((levels[0], levels[5]), (1.0, 0.05));
+        assert_eq!(
+            cfg.eval.ais.path.describe(&cfg),
+            "noise levels σ = 1.000 → 0.549 → 0.302 → 0.166 → 0.091 → 0.050 (6 stages)"
+        );
+        assert_eq!(AisPath::Direct.levels(&cfg), vec![0.05]);
+        cfg.drl.ais_steps = Some(5);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("drl.ais_steps") && e.contains("is 5"), "{e}");
+        cfg.eval.ais.path = AisPath::Direct;
+        cfg.validate().unwrap();
     }
 }

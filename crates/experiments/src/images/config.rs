@@ -1,6 +1,6 @@
 //! Settings of `exp_images`: the [`ImageMethod`]s and [`ImagesConfig`].
 
-pub use super::ais_eval::{AisBaseSetting, BaseComponents};
+pub use super::ais_eval::{AisBaseSetting, AisPath, BaseComponents};
 use crate::common::cli::check_run_settings;
 use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objective, MemoryPart};
 use crate::common::device::DeviceArg;
@@ -193,6 +193,12 @@ pub struct AisSettings {
     /// Resample the chains when their weights degenerate (AIS becomes an SMC sampler; see
     /// `ebm_core::ais::Resample`), e.g. `{ ess_fraction = 0.5, groups = 8 }`; unset: plain AIS.
     pub resample: Option<Resample>,
+    /// The chains' path from the base to the model: `"direct"` (one geometric bridge) or `"noise_levels"`
+    /// (`--method drl`: through the model at each level of `drl.scales`, largest first; see [`AisPath`]).
+    pub path: AisPath,
+    /// The seed of the AIS chains (libtorch's RNG, set just before AIS); unset: `seed + 13`. Changing it gives
+    /// an independent AIS estimate of the same model on the same data split (`seed` also sets the split).
+    pub seed: Option<u64>,
 }
 
 impl Default for AisSettings {
@@ -207,6 +213,8 @@ impl Default for AisSettings {
             target_accept: 0.6,
             base: AisBaseSetting::Uniform,
             resample: None,
+            path: AisPath::Direct,
+            seed: None,
         }
     }
 }
@@ -449,6 +457,7 @@ impl ImagesConfig {
         user_keys(self.eval.classifier.validate(), KEYS)?;
         self.eval.ais.base.validate()?;
         user_keys(self.ais_config(AisBase::Uniform { low: 0.0, high: 1.0 }).validate(), KEYS)?;
+        self.eval.ais.path.validate(self)?;
         // each sampler under its own key (before the objectives, which name any sampler `langevin`)
         user_keys(self.clamped(self.cd.langevin.clone()).validate(), KEYS)?;
         if let Some(l) = &self.jem.langevin {

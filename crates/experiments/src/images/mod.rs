@@ -281,10 +281,11 @@ fn run_in(cfg: &ImagesConfig, ctx: &RunContext, data: Loaded) -> Result<(PathBuf
         }
         _ => None,
     };
+    let trained = model;
     let dens = density(cfg, model)?;
     let model = &*dens;
     let ais_report = if cfg.eval.ais.enabled {
-        let (r, chains) = ais_eval::evaluate(cfg, model, &train, &test, device)?;
+        let (r, chains) = ais_eval::evaluate(cfg, trained, &train, &test, device)?;
         let n = (cfg.sampling.n as i64).min(chains.size()[0]);
         plot::image_grid(&run_dir.figure_path("ais_chains.png"), &legible(&chains.narrow(0, 0, n)), range, nrow)?;
         Some(r)

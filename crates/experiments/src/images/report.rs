@@ -46,10 +46,29 @@ pub struct AisReport {
     pub group_log_z: Vec<f64>,
     /// Chains.
     pub chains: usize,
-    /// Intermediate distributions.
+    /// Intermediate distributions (over all stages).
     pub steps: usize,
+    /// The chains' path (`eval.ais.path`), in words.
+    pub path: String,
+    /// Each stage of the path (one for the direct path).
+    pub stages: Vec<AisStageReport>,
     /// Seconds AIS took.
     pub seconds: f64,
+}
+
+/// One stage of the AIS path: a geometric bridge from the previous model (or the base) to `to`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AisStageReport {
+    /// The model the stage ends at (`σ = 0.549`: the DRL model at that noise level).
+    pub to: String,
+    /// Intermediate distributions of the stage.
+    pub steps: usize,
+    /// Mean over the final chains of the log-weight gained in the stage (their lineages').
+    pub mean_log_weight: f64,
+    /// Its sd over the chains: where the log-weights' variance builds up.
+    pub log_weight_sd: f64,
+    /// MALA acceptance in the stage.
+    pub acceptance: f64,
 }
 
 /// The full-covariance Gaussian baseline `N(μ, Σ + r I)` fitted to the training images (closed form).
@@ -210,12 +229,13 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
         row(
             "AIS log Z (± se)",
             format!(
-                "{:.3} ± {:.3} ({} chains, {} steps from the {}, ESS {:.0}, log-weight sd {:.2}{})",
+                "{:.3} ± {:.3} ({} chains, {} steps from the {}, path {}, ESS {:.0}, log-weight sd {:.2}{})",
                 a.log_z,
                 a.log_z_std_err,
                 a.chains,
                 a.steps,
                 a.base,
+                a.path,
                 a.ess,
                 a.log_weight_sd,
                 // a few chains (or groups) carry all the weight: the estimate (a lower bound in expectation) is
@@ -227,6 +247,14 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 }
             ),
         );
+        if a.stages.len() > 1 {
+            for (i, st) in a.stages.iter().enumerate() {
+                row(
+                    &format!("AIS stage {} (to {}): steps; mean (sd) of its log-weight; acceptance", i + 1, st.to),
+                    format!("{}; {:.2} ({:.2}); {:.2}", st.steps, st.mean_log_weight, st.log_weight_sd, st.acceptance),
+                );
+            }
+        }
         row("test log-likelihood, nats/image (uniform on the box)", format!("{:.2} ({:.2})", a.test_ll, a.uniform_ll));
         row(
             "mean f: AIS final chains (test images; training images)",

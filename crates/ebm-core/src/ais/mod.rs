@@ -12,9 +12,12 @@
 //! rejects proposals outside it, unadjusted Langevin clamps them), and the estimate is of
 //! `∫_box exp f`: the model restricted to the box, which is the natural density for images whose samples
 //! are clamped to the data range.
+//!
+//! [`ais_path`] runs the chains through a path of models instead, `p₀ → m_1 → … → m_S` (geometric bridges
+//! between neighbours), for a model too sharp to reach from any base in one bridge; [`ais`]
+//! is the path of one model.
 
-use crate::autograd::sampler_score;
-use crate::energy::{EnergyModel, FrozenParams};
+use crate::energy::EnergyModel;
 use crate::error::{invalid, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -22,9 +25,11 @@ use tch::{Device, Kind, Tensor};
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
 mod base;
+mod path;
 mod resample;
 
 pub use base::BoxGaussians;
+pub use path::{ais_path, stage_steps, AisStage};
 
 /// The normalised start distribution `p₀`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -286,7 +291,7 @@ impl AisConfig {
     }
 }
 
-/// What [`ais`] returns.
+/// What [`ais`] and [`ais_path`] return.
 #[derive(Debug)]
 pub struct AisResult {
     /// The estimate of `log Z`: `logsumexp(log w) - log n`.
@@ -305,161 +310,23 @@ pub struct AisResult {
     pub group_log_z: Vec<f64>,
     /// MALA's acceptance rate over all transitions (`None` for Langevin).
     pub acceptance: Option<f64>,
+    /// Each stage's diagnostics (one stage for [`ais`], one per model for [`ais_path`]).
+    pub stages: Vec<AisStage>,
     /// The chains' final states, approximate samples of `exp(f)/Z`, `[n, *event]`.
     pub samples: Tensor,
 }
 
-/// `f` and `∇f`, plus the base's log-density and its gradient, at `x`.
-struct Point {
-    x: Tensor,
-    f: Tensor,
-    grad_f: Tensor,
-    lp0: Tensor,
-    grad_lp0: Tensor,
-}
-
-fn point(m: &dyn EnergyModel, base: &Base<'_>, x: &Tensor) -> Point {
-    let (f, grad_f) = sampler_score(m, x);
-    let x = x.detach();
-    let (lp0, grad_lp0) = tch::no_grad(|| base.log_prob_and_grad(&x));
-    Point { f: f.to_kind(Kind::Float), grad_f, x, lp0, grad_lp0 }
-}
-
-impl Point {
-    fn log_target(&self, beta: f64) -> Tensor {
-        &self.lp0 * (1.0 - beta) + &self.f * beta
-    }
-    fn grad_target(&self, beta: f64) -> Tensor {
-        &self.grad_lp0 * (1.0 - beta) + &self.grad_f * beta
-    }
-    /// The rows `idx` (`[n]`, int64) of every field.
-    fn pick(self, idx: &Tensor) -> Point {
-        Point {
-            x: self.x.index_select(0, idx),
-            f: self.f.index_select(0, idx),
-            grad_f: self.grad_f.index_select(0, idx),
-            lp0: self.lp0.index_select(0, idx),
-            grad_lp0: self.grad_lp0.index_select(0, idx),
-        }
-    }
-
-    /// Keeps rows of `self` where `keep` is true, else rows of `other`.
-    fn select(self, keep: &Tensor, other: Point) -> Point {
-        let b = self.x.size()[0];
-        let mut shape = vec![b];
-        shape.extend(std::iter::repeat_n(1, self.x.dim() - 1));
-        let kx = keep.view(shape.as_slice());
-        Point {
-            x: self.x.where_self(&kx, &other.x),
-            f: self.f.where_self(keep, &other.f),
-            grad_f: self.grad_f.where_self(&kx, &other.grad_f),
-            lp0: self.lp0.where_self(keep, &other.lp0),
-            grad_lp0: self.grad_lp0.where_self(&kx, &other.grad_lp0),
-        }
-    }
-}
-
-fn sq_norm(t: &Tensor) -> Tensor {
-    let b = t.size()[0];
-    t.reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Float)
-}
-
-/// Runs AIS from `cfg.base` to `exp(f)` and returns the `log Z` estimate with its diagnostics.
+/// Runs AIS from `cfg.base` to `exp(f)` and returns the `log Z` estimate with its diagnostics: [`ais_path`]
+/// with the path `[m]` (one stage of `cfg.steps` intermediate distributions).
 /// Uses libtorch's RNG (seed it with `tch::manual_seed` for a reproducible estimate).
+///
+/// # Shapes
+/// `m`: `[B, *event]` → `[B]`; [`AisResult::samples`] is `[cfg.chains, *event]`.
 ///
 /// # Errors
 /// An invalid config; non-finite `f` along the way.
 pub fn ais(m: &dyn EnergyModel, cfg: &AisConfig, device: Device) -> Result<AisResult> {
-    cfg.validate()?;
-    let _frozen = FrozenParams::new(m);
-    let event = m.event_shape();
-    let n = cfg.chains as i64;
-    let betas = cfg.schedule.betas(cfg.steps);
-    let base = cfg.base.prepare(&event, device)?;
-    let mut cur = point(m, &base, &base.sample(n, &event, device));
-    let mut log_w = Tensor::zeros([n], (Kind::Double, device));
-    let (mut eps, adapt) = match cfg.transition {
-        AisTransition::Mala { step_size, target_accept } => (step_size, target_accept),
-        AisTransition::Langevin { step_size } => (step_size, None),
-    };
-    let mala = matches!(cfg.transition, AisTransition::Mala { .. });
-    let (mut accepted, mut proposed) = (0.0f64, 0.0f64);
-    let mut groups = cfg.resample.map(|r| resample::Groups::new(r, device));
-    for t in 1..betas.len() {
-        let (b_prev, beta) = (betas[t - 1], betas[t]);
-        log_w += tch::no_grad(|| (&cur.f - &cur.lp0).to_kind(Kind::Double) * (beta - b_prev));
-        if let Some(g) = groups.as_mut() {
-            let (lw, idx) = tch::no_grad(|| g.step(&log_w))?;
-            log_w = lw;
-            if let Some(idx) = idx {
-                cur = cur.pick(&idx);
-            }
-        }
-        for _ in 0..cfg.sweeps {
-            let noise = (2.0 * eps).sqrt();
-            let y = tch::no_grad(|| &cur.x + cur.grad_target(beta) * eps + cur.x.randn_like() * noise);
-            if !mala {
-                let y = match cfg.base.bounds() {
-                    Some((low, high)) => y.clamp(low, high),
-                    None => y,
-                };
-                cur = point(m, &base, &y);
-                continue;
-            }
-            let prop = point(m, &base, &y);
-            let accept = tch::no_grad(|| {
-                let fwd = sq_norm(&(&prop.x - &cur.x - cur.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
-                let bwd = sq_norm(&(&cur.x - &prop.x - prop.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
-                let log_alpha = prop.log_target(beta) - cur.log_target(beta) + bwd - fwd;
-                let u = log_alpha.rand_like().log();
-                let acc = u.lt_tensor(&log_alpha);
-                match base.inside(&prop.x) {
-                    Some(inside) => acc.logical_and(&inside),
-                    None => acc,
-                }
-            });
-            let rate = f64::try_from(accept.to_kind(Kind::Double).mean(Kind::Double))?;
-            accepted += rate * n as f64;
-            proposed += n as f64;
-            cur = prop.select(&accept, cur);
-            if let Some(target) = adapt {
-                eps *= if rate > target { 1.03 } else { 1.0 / 1.03 };
-            }
-        }
-    }
-    let total = groups.as_ref().map_or_else(|| log_w.shallow_clone(), |g| g.total(&log_w));
-    let lw = Vec::<f64>::try_from(&total)?;
-    if let Some(bad) = lw.iter().find(|v| !v.is_finite()) {
-        return Err(crate::error::EbmError::NonFinite(format!("AIS log-weight ({bad}): f is not finite somewhere")));
-    }
-    let nf = lw.len() as f64;
-    let (log_z, weights_se) = resample::log_mean_exp_with_se(&lw);
-    let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = lw.iter().map(|v| (v - max).exp()).collect();
-    let (sum, sum_sq) = (w.iter().sum::<f64>(), w.iter().map(|v| v * v).sum::<f64>());
-    let mean_lw = lw.iter().sum::<f64>() / nf;
-    let log_weight_var =
-        if lw.len() > 1 { lw.iter().map(|v| (v - mean_lw).powi(2)).sum::<f64>() / (nf - 1.0) } else { 0.0 };
-    // with resampling, the groups are the independent replicates: their spread is the standard error
-    let (group_log_z, log_z_std_err) = match &groups {
-        Some(g) => {
-            let gz = g.group_log_z(&total)?;
-            let se = if gz.len() > 1 { resample::log_mean_exp_with_se(&gz).1 } else { weights_se };
-            (gz, se)
-        }
-        None => (Vec::new(), weights_se),
-    };
-    Ok(AisResult {
-        log_z,
-        log_weight_var,
-        ess: sum * sum / sum_sq,
-        log_z_std_err,
-        resamples: groups.as_ref().map_or(0, |g| g.events),
-        group_log_z,
-        acceptance: (proposed > 0.0).then(|| accepted / proposed),
-        log_weights: lw,
-        samples: cur.x,
-    })
+    ais_path(&[m], cfg, device)
 }
 
 /// Mean test log-likelihood `mean f(x) - log Z` (nats per example) for data `x: [N, *event]`.
