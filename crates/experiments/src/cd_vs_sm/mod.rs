@@ -25,6 +25,7 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
 mod config;
+mod method;
 mod report;
 
 pub use config::{
