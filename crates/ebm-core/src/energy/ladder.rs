@@ -140,6 +140,15 @@ mod tests {
         (vs, m)
     }
 
+    /// Every weight drawn from N(0, 1), so that every residual is non-zero.
+    fn randomise(m: &LadderMlp) {
+        tch::no_grad(|| {
+            for p in m.parameters() {
+                p.shallow_clone().copy_(&p.randn_like());
+            }
+        });
+    }
+
     fn at(m: &LadderMlp, x: &Tensor, a: f64) -> Tensor {
         m.at_noise(a).unwrap().f(x)
     }
@@ -154,11 +163,7 @@ mod tests {
             assert!(f64::try_from((at(&m, &x, a) - &top).abs().max()).unwrap() < 1e-6, "level {a}");
         }
         // give the residuals values: f_{a_t} − f_{a_{t+1}} = r_t / a_t exactly
-        tch::no_grad(|| {
-            for p in m.parameters() {
-                p.shallow_clone().copy_(&p.randn_like());
-            }
-        });
+        randomise(&m);
         let d0 = at(&m, &x, 0.1) - at(&m, &x, 0.3) - m.nets[0].f(&x) / 0.1;
         let d1 = at(&m, &x, 0.3) - at(&m, &x, 1.0) - m.nets[1].f(&x) / 0.3;
         assert!(f64::try_from(d0.abs().max()).unwrap() < 1e-4);
@@ -172,11 +177,7 @@ mod tests {
     fn a_level_trains_only_its_own_residual_on_fixed_points_and_scores_see_all() {
         tch::manual_seed(1);
         let (_vs, m) = ladder();
-        tch::no_grad(|| {
-            for p in m.parameters() {
-                p.shallow_clone().copy_(&p.randn_like());
-            }
-        });
+        randomise(&m);
         let x = Tensor::randn([4, 2], (Kind::Float, Device::Cpu));
         let per_net = m.parameters().len() / 3;
         // rows at the middle level: parameter gradients only in r_1
@@ -214,11 +215,7 @@ mod tests {
         // rows at the three levels, between levels (counted from the next level up) and above the top (0)
         tch::manual_seed(2);
         let (_vs, m) = ladder();
-        tch::no_grad(|| {
-            for p in m.parameters() {
-                p.shallow_clone().copy_(&p.randn_like());
-            }
-        });
+        randomise(&m);
         let sig = [0.3, 0.1, 2.0, 1.0, 0.2, 0.1, 0.05];
         let x = Tensor::randn([sig.len() as i64, 2], (Kind::Float, Device::Cpu));
         let sigma = Tensor::from_slice(&sig).to_kind(Kind::Float);

@@ -180,6 +180,7 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
     };
     // [eval].every drives the trainer's evaluation callback
     let train_cfg = TrainConfig { eval_every: cfg.eval.every, ..cfg.train_for(method) };
+    let (lr, ema) = (train_cfg.optim.lr, train_cfg.ema);
     let (mut trainer, resumed_at) = part.attach(Trainer::new(train_cfg, &vs, model, objective, cfg.seed)?)?;
     let bar = multi.add(indicatif::ProgressBar::new(cfg.train.iters as u64));
     bar.set_style(
@@ -333,8 +334,8 @@ fn run_one(job: &Job, multi: &indicatif::MultiProgress) -> Result<RunOutput> {
         ("dataset", ds.as_str().into()),
         ("iters", HParamValue::from(cfg.train.iters as f64)),
         ("batch_size", HParamValue::from(cfg.train.batch_size as f64)),
-        ("lr", HParamValue::from(cfg.train_for(method).optim.lr)),
-        ("ema", HParamValue::from(cfg.train_for(method).ema.unwrap_or(0.0))),
+        ("lr", HParamValue::from(lr)),
+        ("ema", HParamValue::from(ema.unwrap_or(0.0))),
         ("k", HParamValue::from(cfg.cd.k as f64)),
     ];
     hp.add_hparams(&hparams, &final_metrics, outcome.steps as u64)?;

@@ -133,7 +133,7 @@ pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[Result
         .method_training
         .iter()
         .filter(|(m, _)| cfg.methods.contains(m))
-        .map(|(m, t)| {
+        .filter_map(|(m, t)| {
             let mut parts = Vec::new();
             if let Some(d) = t.ema {
                 parts.push(format!("weights averaged (EMA {d}), the average evaluated"));
@@ -141,9 +141,8 @@ pub(super) fn write_results(cfg: &CdVsSmConfig, run_dir: &RunDir, rows: &[Result
             if let Some(lr) = t.lr {
                 parts.push(format!("Adam lr {lr}"));
             }
-            format!("{}: {}.\n", m.label(cfg), parts.join(", "))
+            (!parts.is_empty()).then(|| format!("{}: {}.\n", m.label(cfg), parts.join(", ")))
         })
-        .filter(|l| !l.ends_with(": .\n"))
         .collect();
     let mut md = format!(
         "# exp_cd_vs_sm results\n\nSame MLP ({:?}), Adam lr {}, {} updates of batch {} per method; seed {}.\n\

@@ -157,8 +157,7 @@ impl AisPath {
     pub fn levels(self, cfg: &ImagesConfig) -> Vec<f64> {
         match (self, cfg.method) {
             (AisPath::NoiseLevels, _) => {
-                let mut a = ebm_core::sampler::recovery::ladder_with_increments(&cfg.drl.scales).0;
-                a.reverse();
+                let mut a = cfg.drl.scales.sigmas();
                 // the last is the density evaluated: exactly sigma_min (the ladder's exp/log may be off by an ulp)
                 if let Some(last) = a.last_mut() {
                     *last = cfg.drl.scales.sigma_min;
@@ -182,14 +181,14 @@ impl AisPath {
     }
 }
 
-/// The path of `eval.ais.path` for the trained `model` (raw: for DRL the noise-conditional net, read here at
-/// its levels): `[density]` for the direct path, the model's views at the levels for `"noise_levels"`.
+/// The path of `eval.ais.path` for the trained `model` (raw: for DRL the noise-conditional net): the density the
+/// run scores ([`super::density`]) for the direct path, the model's views at the levels for `"noise_levels"`.
 fn path_models<'a>(cfg: &ImagesConfig, model: &'a dyn EnergyModel) -> Result<Vec<Box<dyn EnergyModel + 'a>>> {
-    Ok(match (cfg.eval.ais.path, cfg.method) {
-        (AisPath::NoiseLevels, _) | (AisPath::Direct, ImageMethod::Drl) => {
+    Ok(match cfg.eval.ais.path {
+        AisPath::Direct => vec![super::density(cfg, model)?],
+        AisPath::NoiseLevels => {
             cfg.eval.ais.path.levels(cfg).into_iter().map(|a| model.at_noise(a)).collect::<Result<_, _>>()?
         }
-        (AisPath::Direct, _) => vec![Box::new(model)],
     })
 }
 
