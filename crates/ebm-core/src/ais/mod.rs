@@ -25,10 +25,12 @@ use tch::{Device, Kind, Tensor};
 const LN_2PI: f64 = 1.837_877_066_409_345_3;
 
 mod base;
+mod chart;
 mod path;
 mod resample;
 
 pub use base::BoxGaussians;
+pub use chart::BoxMoves;
 pub use path::{ais_path, stage_steps, AisStage};
 
 /// The normalised start distribution `p₀`.
@@ -217,6 +219,9 @@ pub struct AisConfig {
     /// Resample the chains when their weights degenerate (an SMC sampler, Del Moral et al. 2006); `None`:
     /// plain AIS.
     pub resample: Option<Resample>,
+    /// With a base on a box: the chains move in `x` and MALA rejects proposals that leave the box (`reject`),
+    /// or they move in `u = atanh(…)` where the box has no faces (`tanh`; same `log Z`, see [`BoxMoves`]).
+    pub box_moves: BoxMoves,
 }
 
 /// Resampling (sequential Monte Carlo): the chains are split into `groups` independent populations; when
@@ -245,6 +250,7 @@ impl Default for AisConfig {
             base: AisBase::Gaussian { mean: 0.0, std: 1.0 },
             transition: AisTransition::Mala { step_size: 0.01, target_accept: Some(0.6) },
             resample: None,
+            box_moves: BoxMoves::Reject,
         }
     }
 }
@@ -256,6 +262,12 @@ impl AisConfig {
             return Err(invalid("ais", "chains, steps and sweeps must be ≥ 1"));
         }
         self.base.validate()?;
+        if self.box_moves == BoxMoves::Tanh && self.base.bounds().is_none() {
+            return Err(invalid(
+                "ais.box_moves",
+                "\"tanh\" maps a box to the whole space, but the base has no box (use a uniform or truncated base)",
+            ));
+        }
         if let Some(r) = self.resample {
             if !(r.ess_fraction > 0.0 && r.ess_fraction <= 1.0) {
                 return Err(invalid("ais.resample.ess_fraction", format!("must be in (0, 1], got {}", r.ess_fraction)));
@@ -428,6 +440,16 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("low < high"));
         let bad = AisConfig { transition: AisTransition::Langevin { step_size: -1.0 }, ..Default::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("step_size"));
+        // tanh moves need a box: the default base is a Gaussian on the whole space
+        let bad = AisConfig { box_moves: BoxMoves::Tanh, ..Default::default() };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("ais.box_moves") && e.contains("no box"), "{e}");
+        let ok = AisConfig {
+            box_moves: BoxMoves::Tanh,
+            base: AisBase::Uniform { low: 0.0, high: 1.0 },
+            ..Default::default()
+        };
+        assert!(ok.validate().is_ok());
     }
 
     /// A 4-D Gaussian with per-coordinate scales whose mass is cut by the box `[-1, 1]⁴` (means near the edges),

@@ -10,6 +10,7 @@
 //! helps when the last model is too sharp to reach from any base in one geometric bridge but a family of
 //! smoother models leads to it (a noise-conditional model read at decreasing noise levels).
 
+use super::chart::Chart;
 use super::{resample, AisConfig, AisResult, AisTransition, Base};
 use crate::autograd::sampler_score;
 use crate::energy::{EnergyModel, FrozenParams};
@@ -50,17 +51,21 @@ enum Start<'a> {
     Model(&'a dyn EnergyModel),
 }
 
-/// `f` and `∇f` of the stage's end model, and `log π_start` with its gradient, at `x`.
+/// `f` and `∇f` of the stage's end model, and `log π_start` with its gradient, at the chain state `x` (in the
+/// chart's coordinates: the gradients are in them, the values are of the point `chart.to_x(x)` of the box),
+/// with the chart's `log|dx/du|` and its gradient when it is not the identity.
 struct Point {
     x: Tensor,
     f: Tensor,
     grad_f: Tensor,
     lp0: Tensor,
     grad_lp0: Tensor,
+    jac: Option<(Tensor, Tensor)>,
 }
 
-fn point(m: &dyn EnergyModel, start: Start<'_>, x: &Tensor) -> Point {
-    let (f, grad_f) = sampler_score(m, x);
+fn point(m: &dyn EnergyModel, start: Start<'_>, y: &Tensor, chart: &Chart) -> Point {
+    let x = chart.to_x(y);
+    let (f, grad_f) = sampler_score(m, &x);
     let x = x.detach();
     let (lp0, grad_lp0) = match start {
         Start::Base(base) => tch::no_grad(|| base.log_prob_and_grad(&x)),
@@ -69,15 +74,31 @@ fn point(m: &dyn EnergyModel, start: Start<'_>, x: &Tensor) -> Point {
             (f0.to_kind(Kind::Float), g0)
         }
     };
-    Point { f: f.to_kind(Kind::Float), grad_f, x, lp0, grad_lp0 }
+    let y = y.detach();
+    tch::no_grad(|| Point {
+        f: f.to_kind(Kind::Float),
+        grad_f: chart.pull_back(grad_f, &y),
+        lp0,
+        grad_lp0: chart.pull_back(grad_lp0, &y),
+        jac: chart.log_jacobian(&y),
+        x: y,
+    })
 }
 
 impl Point {
     fn log_target(&self, beta: f64) -> Tensor {
-        &self.lp0 * (1.0 - beta) + &self.f * beta
+        let t = &self.lp0 * (1.0 - beta) + &self.f * beta;
+        match &self.jac {
+            Some((lj, _)) => t + lj,
+            None => t,
+        }
     }
     fn grad_target(&self, beta: f64) -> Tensor {
-        &self.grad_lp0 * (1.0 - beta) + &self.grad_f * beta
+        let g = &self.grad_lp0 * (1.0 - beta) + &self.grad_f * beta;
+        match &self.jac {
+            Some((_, glj)) => g + glj,
+            None => g,
+        }
     }
     /// The rows `idx` (`[n]`, int64) of every field.
     fn pick(self, idx: &Tensor) -> Point {
@@ -87,6 +108,7 @@ impl Point {
             grad_f: self.grad_f.index_select(0, idx),
             lp0: self.lp0.index_select(0, idx),
             grad_lp0: self.grad_lp0.index_select(0, idx),
+            jac: self.jac.map(|(lj, g)| (lj.index_select(0, idx), g.index_select(0, idx))),
         }
     }
 
@@ -96,19 +118,25 @@ impl Point {
         let mut shape = vec![b];
         shape.extend(std::iter::repeat_n(1, self.x.dim() - 1));
         let kx = keep.view(shape.as_slice());
+        let jac = match (self.jac, other.jac) {
+            (Some((lj, g)), Some((olj, og))) => Some((lj.where_self(keep, &olj), g.where_self(&kx, &og))),
+            _ => None,
+        };
         Point {
             x: self.x.where_self(&kx, &other.x),
             f: self.f.where_self(keep, &other.f),
             grad_f: self.grad_f.where_self(&kx, &other.grad_f),
             lp0: self.lp0.where_self(keep, &other.lp0),
             grad_lp0: self.grad_lp0.where_self(&kx, &other.grad_lp0),
+            jac,
         }
     }
 
-    /// The next stage's point at the same `x`: this stage's end model becomes its start, `next` its end.
-    fn advance(self, next: &dyn EnergyModel) -> Point {
-        let (f, grad_f) = sampler_score(next, &self.x);
-        Point { f: f.to_kind(Kind::Float), grad_f, x: self.x, lp0: self.f, grad_lp0: self.grad_f }
+    /// The next stage's point at the same state: this stage's end model becomes its start, `next` its end.
+    fn advance(self, next: &dyn EnergyModel, chart: &Chart) -> Point {
+        let (f, grad_f) = sampler_score(next, &chart.to_x(&self.x));
+        let grad_f = tch::no_grad(|| chart.pull_back(grad_f, &self.x));
+        Point { f: f.to_kind(Kind::Float), grad_f, x: self.x, lp0: self.f, grad_lp0: self.grad_f, jac: self.jac }
     }
 }
 
@@ -159,7 +187,8 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
     let _frozen: Vec<FrozenParams> = path.iter().map(|m| FrozenParams::new(*m)).collect();
     let n = cfg.chains as i64;
     let base = cfg.base.prepare(&event, device)?;
-    let mut cur = point(path[0], Start::Base(&base), &base.sample(n, &event, device));
+    let chart = Chart::new(cfg.box_moves, cfg.base.bounds());
+    let mut cur = point(path[0], Start::Base(&base), &chart.from_x(&base.sample(n, &event, device)), &chart);
     let mut log_w = Tensor::zeros([n], (Kind::Double, device));
     let (mut eps, adapt) = match cfg.transition {
         AisTransition::Mala { step_size, target_accept } => (step_size, target_accept),
@@ -171,7 +200,7 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
     let mut stages = Vec::with_capacity(path.len());
     for (s, &k) in per_stage.iter().enumerate() {
         if s > 0 {
-            cur = cur.advance(path[s]);
+            cur = cur.advance(path[s], &chart);
         }
         let m = path[s];
         let start = if s == 0 { Start::Base(&base) } else { Start::Model(path[s - 1]) };
@@ -196,13 +225,13 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
                 let y = tch::no_grad(|| &cur.x + cur.grad_target(beta) * eps + cur.x.randn_like() * noise);
                 if !mala {
                     let y = match cfg.base.bounds() {
-                        Some((low, high)) => y.clamp(low, high),
-                        None => y,
+                        Some((low, high)) if chart.is_identity() => y.clamp(low, high),
+                        _ => y,
                     };
-                    cur = point(m, start, &y);
+                    cur = point(m, start, &y, &chart);
                     continue;
                 }
-                let prop = point(m, start, &y);
+                let prop = point(m, start, &y, &chart);
                 let accept = tch::no_grad(|| {
                     let fwd = sq_norm(&(&prop.x - &cur.x - cur.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
                     let bwd = sq_norm(&(&cur.x - &prop.x - prop.grad_target(beta) * eps)) * (-1.0 / (4.0 * eps));
@@ -210,8 +239,8 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
                     let u = log_alpha.rand_like().log();
                     let acc = u.lt_tensor(&log_alpha);
                     match base.inside(&prop.x) {
-                        Some(inside) => acc.logical_and(&inside),
-                        None => acc,
+                        Some(inside) if chart.is_identity() => acc.logical_and(&inside),
+                        _ => acc,
                     }
                 });
                 let rate = f64::try_from(accept.to_kind(Kind::Double).mean(Kind::Double))?;
@@ -256,7 +285,7 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
         acceptance: (proposed > 0.0).then(|| accepted / proposed),
         stages,
         log_weights: lw,
-        samples: cur.x,
+        samples: chart.to_x(&cur.x),
     })
 }
 

@@ -4,7 +4,7 @@
 use super::config::{ImageMethod, ImagesConfig};
 use super::report::{AisReport, AisStageReport};
 use anyhow::{bail, Result};
-use ebm_core::ais::{ais_path, mean_log_likelihood, AisBase, BoxGaussians};
+use ebm_core::ais::{ais_path, mean_log_likelihood, AisBase, BoxGaussians, BoxMoves};
 use ebm_core::data::images::ImageSet;
 use ebm_core::energy::EnergyModel;
 use ebm_core::eval::f_of;
@@ -250,7 +250,10 @@ pub(super) fn evaluate(
         group_log_z: r.group_log_z.clone(),
         chains: ais_cfg.chains,
         steps: ais_cfg.steps,
-        path: cfg.eval.ais.path.describe(cfg),
+        path: match cfg.eval.ais.box_moves {
+            BoxMoves::Reject => cfg.eval.ais.path.describe(cfg),
+            BoxMoves::Tanh => format!("{}, chains moving in atanh coordinates", cfg.eval.ais.path.describe(cfg)),
+        },
         stages: stage_reports(cfg, &r.stages),
         seconds: t0.elapsed().as_secs_f64(),
     };
@@ -325,6 +328,20 @@ mod tests {
         }
         cfg.eval.ais.base = AisBaseSetting::Uniform;
         assert_eq!(cfg.ais_base(&x, None).unwrap(), AisBase::Uniform { low: -1.0, high: 1.0 });
+    }
+
+    #[test]
+    fn the_box_moves_setting_parses_and_reaches_the_ais_config() {
+        let mut cfg = ImagesConfig::default();
+        assert_eq!(cfg.eval.ais.box_moves, BoxMoves::Reject, "moves in pixel space are the default");
+        let set: AisSettings = toml::from_str(r#"box_moves = "tanh""#).unwrap();
+        assert_eq!(set.box_moves, BoxMoves::Tanh);
+        let e = toml::from_str::<AisSettings>(r#"box_moves = "reflect""#).unwrap_err().to_string();
+        assert!(e.contains("tanh") && e.contains("reject"), "{e}");
+        cfg.eval.ais.box_moves = BoxMoves::Tanh;
+        let ais = cfg.ais_config(AisBase::Uniform { low: -1.0, high: 1.0 });
+        assert_eq!(ais.box_moves, BoxMoves::Tanh);
+        ais.validate().unwrap();
     }
 
     #[test]

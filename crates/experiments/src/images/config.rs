@@ -6,7 +6,7 @@ use crate::common::config::{check_memory, f32_bytes, user_keys, validate_objecti
 use crate::common::device::DeviceArg;
 use crate::common::CdSettings;
 use anyhow::{bail, Result};
-use ebm_core::ais::{AisBase, AisConfig, AisTransition, Resample, Schedule};
+use ebm_core::ais::{AisBase, AisConfig, AisTransition, BoxMoves, Resample, Schedule};
 use ebm_core::classifier::ClassifierConfig;
 use ebm_core::data::images::{FolderOptions, ImageDataset, PixelScale};
 use ebm_core::energy::conditional::{Arch, ConditionalConfig};
@@ -199,6 +199,10 @@ pub struct AisSettings {
     /// The seed of the AIS chains (libtorch's RNG, set just before AIS); unset: `seed + 13`. Changing it gives
     /// an independent AIS estimate of the same model on the same data split (`seed` also sets the split).
     pub seed: Option<u64>,
+    /// How the chains move on the data box: `"reject"` (in pixel space; MALA rejects proposals that leave the
+    /// box) or `"tanh"` (in `atanh` coordinates, where the box has no faces: for models whose mass lies on the
+    /// box's faces; same `log Z`, see `ebm_core::ais::BoxMoves`).
+    pub box_moves: BoxMoves,
 }
 
 impl Default for AisSettings {
@@ -215,6 +219,7 @@ impl Default for AisSettings {
             resample: None,
             path: AisPath::Direct,
             seed: None,
+            box_moves: BoxMoves::Reject,
         }
     }
 }
@@ -606,6 +611,7 @@ impl ImagesConfig {
             base,
             transition: AisTransition::Mala { step_size: a.step_size, target_accept: Some(a.target_accept) },
             resample: a.resample,
+            box_moves: a.box_moves,
         }
     }
 
