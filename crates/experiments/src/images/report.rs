@@ -1,6 +1,8 @@
 //! What `exp_images` measured: [`ImagesReport`] and its markdown.
 
+use super::config::AisPath;
 use super::config::{ImageMethod, ImagesConfig};
+use ebm_core::ais::BoxMoves;
 use ebm_core::classifier::SampleQuality;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -148,6 +150,23 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".into())
 }
 
+/// What to try when a few chains (or groups) carry all of AIS's weight, so that the estimate (a lower bound in
+/// expectation) is unreliable: the settings that made DRL's converge on the digits, then more steps.
+fn unreliable_hint(cfg: &ImagesConfig) -> String {
+    let mut tries = Vec::new();
+    if cfg.method == ImageMethod::Drl && cfg.eval.ais.path == AisPath::Direct {
+        tries.push("eval.ais.path = \"noise_levels\"".to_string());
+    }
+    if cfg.eval.ais.box_moves == BoxMoves::Reject {
+        tries.push("eval.ais.box_moves = \"tanh\"".to_string());
+    }
+    tries.push(match cfg.method {
+        ImageMethod::Drl => "more drl.ais_steps".to_string(),
+        _ => "more eval.ais.steps".to_string(),
+    });
+    format!("; unreliable: try {}", tries.join(", "))
+}
+
 /// The run's results as markdown.
 pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
     let mut s = format!(
@@ -238,12 +257,10 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
                 a.path,
                 a.ess,
                 a.log_weight_sd,
-                // a few chains (or groups) carry all the weight: the estimate (a lower bound in expectation) is
-                // unreliable
-                match (a.ess < 0.1 * a.chains as f64 || a.log_z_std_err > 0.5, cfg.method) {
-                    (false, _) => "",
-                    (true, ImageMethod::Drl) => "; unreliable: raise drl.ais_steps",
-                    (true, _) => "; unreliable: raise eval.ais.steps",
+                if a.ess < 0.1 * a.chains as f64 || a.log_z_std_err > 0.5 {
+                    unreliable_hint(cfg)
+                } else {
+                    String::new()
                 }
             ),
         );
@@ -287,4 +304,24 @@ pub fn markdown(cfg: &ImagesConfig, r: &ImagesReport) -> String {
     row("OOD AUROC of f: test vs shuffled pixels", format!("{:.3}", r.ood_auroc_shuffled));
     row("total run time", format!("{:.1}s", r.total_seconds));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreliable_ais_points_at_the_settings_not_yet_tried() {
+        let mut cfg = ImagesConfig { method: ImageMethod::Drl, ..Default::default() };
+        assert_eq!(
+            unreliable_hint(&cfg),
+            "; unreliable: try eval.ais.path = \"noise_levels\", eval.ais.box_moves = \"tanh\", more drl.ais_steps"
+        );
+        cfg.eval.ais.path = AisPath::NoiseLevels;
+        cfg.eval.ais.box_moves = BoxMoves::Tanh;
+        assert_eq!(unreliable_hint(&cfg), "; unreliable: try more drl.ais_steps");
+        cfg.method = ImageMethod::Replay;
+        cfg.eval.ais.box_moves = BoxMoves::Reject;
+        assert_eq!(unreliable_hint(&cfg), "; unreliable: try eval.ais.box_moves = \"tanh\", more eval.ais.steps");
+    }
 }
