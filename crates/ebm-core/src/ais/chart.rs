@@ -54,7 +54,7 @@ impl Chart {
     }
 
     /// `x(u)`, shaped and typed like `u`.
-    pub(super) fn to_x(&self, u: &Tensor) -> Tensor {
+    pub(super) fn x_of(&self, u: &Tensor) -> Tensor {
         match *self {
             Chart::Identity => u.shallow_clone(),
             Chart::Tanh { c, h } => u.tanh() * h + c,
@@ -63,7 +63,7 @@ impl Chart {
 
     /// `u(x)` for `x` in the box (`x` on a face maps to a finite `u`, ≈ ±14: the map is taken in `f64` with
     /// `(x - c)/h` clamped to `±(1 - 10⁻¹²)`), typed like `x`.
-    pub(super) fn from_x(&self, x: &Tensor) -> Tensor {
+    pub(super) fn u_of(&self, x: &Tensor) -> Tensor {
         match *self {
             Chart::Identity => x.shallow_clone(),
             Chart::Tanh { c, h } => {
@@ -182,15 +182,15 @@ mod tests {
         assert!(Chart::new(BoxMoves::Tanh, None).is_identity());
         assert!(Chart::new(BoxMoves::Reject, Some((0.0, 1.0))).is_identity());
         let x = Tensor::from_slice(&[-1.0f64, -0.5, 1.0, 2.9, 3.0]).view([1, 5]);
-        let u = chart.from_x(&x);
+        let u = chart.u_of(&x);
         assert!(bool::try_from(u.isfinite().all()).unwrap());
-        let back = chart.to_x(&u);
+        let back = chart.x_of(&u);
         assert!(f64::try_from((&back - &x).abs().max()).unwrap() < 1e-9);
         // |dx/du| = h (1 - tanh² u) against a central difference of x(u), also far out where tanh rounds to ±1
         let u = Tensor::from_slice(&[-30.0f64, -3.0, -0.2, 0.0, 0.7, 5.0]).view([1, 6]);
         let (lj, glj) = chart.log_jacobian(&u).unwrap();
         let e = 1e-6;
-        let fd = (chart.to_x(&(&u + e)) - chart.to_x(&(&u - e))) / (2.0 * e);
+        let fd = (chart.x_of(&(&u + e)) - chart.x_of(&(&u - e))) / (2.0 * e);
         let uv = Vec::<f64>::try_from(u.view([-1])).unwrap();
         let fdv = Vec::<f64>::try_from(fd.view([-1])).unwrap();
         let mut want = 0.0;
@@ -206,9 +206,9 @@ mod tests {
         }
         // the chain rule: ∂/∂u of Σ x(u)² is 2 x ⊙ dx/du
         let u = Tensor::from_slice(&[-0.3f64, 0.8]).view([1, 2]).to_device(Device::Cpu).set_requires_grad(true);
-        let s = chart.to_x(&u).square().sum(Kind::Double);
+        let s = chart.x_of(&u).square().sum(Kind::Double);
         let auto = Tensor::run_backward(&[s], &[&u], false, false).pop().unwrap();
-        let ours = chart.pull_back(chart.to_x(&u.detach()) * 2.0, &u.detach());
+        let ours = chart.pull_back(chart.x_of(&u.detach()) * 2.0, &u.detach());
         assert!(f64::try_from((auto - ours).abs().max()).unwrap() < 1e-12);
     }
 }

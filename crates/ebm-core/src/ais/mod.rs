@@ -9,7 +9,8 @@
 //! stochastic lower bound, by Jensen). More intermediate distributions lower the variance of the log-weights.
 //!
 //! With a base on a box `[low, high]^D` (uniform or truncated Gaussians), every `πₜ` lives on the box (MALA
-//! rejects proposals outside it, unadjusted Langevin clamps them), and the estimate is of
+//! rejects proposals outside it, unadjusted Langevin clamps them; or, with [`BoxMoves::Tanh`], the chains move
+//! in `atanh` coordinates where the box has no faces), and the estimate is of
 //! `∫_box exp f`: the model restricted to the box, which is the natural density for images whose samples
 //! are clamped to the data range.
 //!

@@ -6,9 +6,10 @@
 //! share of `cfg.steps` ([`stage_steps`]). A chain's log-weight gains `(βₜ - βₜ₋₁)(f_s(x) - f_{s-1}(x))` at
 //! each step (with `f_0 = log p₀`), and the products telescope: `E[w] = Z_S`, the normaliser of the last
 //! model (on the base's box, if it has one). The kernels (MALA or Langevin, with the step-size adaptation
-//! carried across stages), the box and the optional resampling are those of the single-model path. A path
-//! helps when the last model is too sharp to reach from any base in one geometric bridge but a family of
-//! smoother models leads to it (a noise-conditional model read at decreasing noise levels).
+//! carried across stages), the box, the coordinates the chains move in (`super::BoxMoves`) and the optional
+//! resampling are those of the single-model path. A path helps when the last model is too sharp to reach from
+//! any base in one geometric bridge but a family of smoother models leads to it (a noise-conditional model
+//! read at decreasing noise levels).
 
 use super::chart::Chart;
 use super::{resample, AisConfig, AisResult, AisTransition, Base};
@@ -52,7 +53,7 @@ enum Start<'a> {
 }
 
 /// `f` and `∇f` of the stage's end model, and `log π_start` with its gradient, at the chain state `x` (in the
-/// chart's coordinates: the gradients are in them, the values are of the point `chart.to_x(x)` of the box),
+/// chart's coordinates: the gradients are in them, the values are of the point `chart.x_of(x)` of the box),
 /// with the chart's `log|dx/du|` and its gradient when it is not the identity.
 struct Point {
     x: Tensor,
@@ -64,7 +65,7 @@ struct Point {
 }
 
 fn point(m: &dyn EnergyModel, start: Start<'_>, y: &Tensor, chart: &Chart) -> Point {
-    let x = chart.to_x(y);
+    let x = chart.x_of(y);
     let (f, grad_f) = sampler_score(m, &x);
     let x = x.detach();
     let (lp0, grad_lp0) = match start {
@@ -134,7 +135,7 @@ impl Point {
 
     /// The next stage's point at the same state: this stage's end model becomes its start, `next` its end.
     fn advance(self, next: &dyn EnergyModel, chart: &Chart) -> Point {
-        let (f, grad_f) = sampler_score(next, &chart.to_x(&self.x));
+        let (f, grad_f) = sampler_score(next, &chart.x_of(&self.x));
         let grad_f = tch::no_grad(|| chart.pull_back(grad_f, &self.x));
         Point { f: f.to_kind(Kind::Float), grad_f, x: self.x, lp0: self.f, grad_lp0: self.grad_f, jac: self.jac }
     }
@@ -188,7 +189,7 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
     let n = cfg.chains as i64;
     let base = cfg.base.prepare(&event, device)?;
     let chart = Chart::new(cfg.box_moves, cfg.base.bounds());
-    let mut cur = point(path[0], Start::Base(&base), &chart.from_x(&base.sample(n, &event, device)), &chart);
+    let mut cur = point(path[0], Start::Base(&base), &chart.u_of(&base.sample(n, &event, device)), &chart);
     let mut log_w = Tensor::zeros([n], (Kind::Double, device));
     let (mut eps, adapt) = match cfg.transition {
         AisTransition::Mala { step_size, target_accept } => (step_size, target_accept),
@@ -285,7 +286,7 @@ pub fn ais_path(path: &[&dyn EnergyModel], cfg: &AisConfig, device: Device) -> R
         acceptance: (proposed > 0.0).then(|| accepted / proposed),
         stages,
         log_weights: lw,
-        samples: chart.to_x(&cur.x),
+        samples: chart.x_of(&cur.x),
     })
 }
 
