@@ -118,7 +118,10 @@ impl AisBaseSetting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AisPath {
-    /// One geometric bridge from the base to the model's density.
+    /// The model's noise levels when it has them (`--method drl`), else the direct path (what
+    /// `experiments/exp_images.toml` sets).
+    Auto,
+    /// One geometric bridge from the base to the model's density (what a config without the key means).
     #[default]
     Direct,
     /// `--method drl` only: through the model read at each level of the DRL ladder (`drl.scales`), from the
@@ -129,14 +132,28 @@ pub enum AisPath {
 }
 
 impl AisPath {
+    /// The path this setting means for `cfg`'s method: `Auto` becomes `NoiseLevels` for DRL, `Direct` for
+    /// the others; the explicit settings stay.
+    pub fn resolve(self, cfg: &ImagesConfig) -> AisPath {
+        match (self, cfg.method) {
+            (AisPath::Auto, ImageMethod::Drl) => AisPath::NoiseLevels,
+            (AisPath::Auto, _) => AisPath::Direct,
+            (p, _) => p,
+        }
+    }
+
     /// Checks that the method has noise levels and that every stage gets a step.
     pub fn validate(self, cfg: &ImagesConfig) -> Result<()> {
-        if self == AisPath::Direct {
+        if self.resolve(cfg) == AisPath::Direct {
             return Ok(());
         }
+        let written = match self {
+            AisPath::Auto => "eval.ais.path = \"auto\" (the noise levels, for drl)",
+            _ => "eval.ais.path = \"noise_levels\"",
+        };
         if cfg.method != ImageMethod::Drl {
             bail!(
-                "eval.ais.path = \"noise_levels\" needs a model with noise levels (method = \"drl\"), got method = \"{}\"; \
+                "{written} needs a model with noise levels (method = \"drl\"), got method = \"{}\"; \
                  use eval.ais.path = \"direct\"",
                 cfg.method
             );
@@ -144,8 +161,8 @@ impl AisPath {
         let steps = cfg.drl.ais_steps.unwrap_or(cfg.eval.ais.steps);
         if steps < cfg.drl.scales.levels {
             bail!(
-                "eval.ais.path = \"noise_levels\" runs one stage per level of drl.scales ({}), but drl.ais_steps \
-                 (or eval.ais.steps) is {steps}: give every stage a step",
+                "{written} runs one stage per level of drl.scales ({}), but drl.ais_steps (or eval.ais.steps) is \
+                 {steps}: give every stage a step, or set eval.ais.path = \"direct\"",
                 cfg.drl.scales.levels
             );
         }
@@ -155,7 +172,7 @@ impl AisPath {
     /// The noise levels of the path's models, largest first (`[sigma_min]` for the direct path of DRL, empty
     /// for other methods' direct path: their model is not noise-conditional).
     pub fn levels(self, cfg: &ImagesConfig) -> Vec<f64> {
-        match (self, cfg.method) {
+        match (self.resolve(cfg), cfg.method) {
             (AisPath::NoiseLevels, _) => {
                 let mut a = cfg.drl.scales.sigmas();
                 // the last is the density evaluated: exactly sigma_min (the ladder's exp/log may be off by an ulp)
@@ -164,19 +181,19 @@ impl AisPath {
                 }
                 a
             }
-            (AisPath::Direct, ImageMethod::Drl) => vec![cfg.drl.scales.sigma_min],
-            (AisPath::Direct, _) => Vec::new(),
+            (_, ImageMethod::Drl) => vec![cfg.drl.scales.sigma_min],
+            (_, _) => Vec::new(),
         }
     }
 
     /// A description for reports.
     pub fn describe(self, cfg: &ImagesConfig) -> String {
-        match self {
-            AisPath::Direct => "direct".into(),
+        match self.resolve(cfg) {
             AisPath::NoiseLevels => {
                 let l: Vec<String> = self.levels(cfg).iter().map(|a| format!("{a:.3}")).collect();
                 format!("noise levels σ = {} ({} stages)", l.join(" → "), l.len())
             }
+            _ => "direct".into(),
         }
     }
 }
@@ -184,11 +201,11 @@ impl AisPath {
 /// The path of `eval.ais.path` for the trained `model` (raw: for DRL the noise-conditional net): the density the
 /// run scores ([`super::density`]) for the direct path, the model's views at the levels for `"noise_levels"`.
 fn path_models<'a>(cfg: &ImagesConfig, model: &'a dyn EnergyModel) -> Result<Vec<Box<dyn EnergyModel + 'a>>> {
-    Ok(match cfg.eval.ais.path {
-        AisPath::Direct => vec![super::density(cfg, model)?],
+    Ok(match cfg.eval.ais.path.resolve(cfg) {
         AisPath::NoiseLevels => {
             cfg.eval.ais.path.levels(cfg).into_iter().map(|a| model.at_noise(a)).collect::<Result<_, _>>()?
         }
+        _ => vec![super::density(cfg, model)?],
     })
 }
 
@@ -333,7 +350,7 @@ mod tests {
     #[test]
     fn the_box_moves_setting_parses_and_reaches_the_ais_config() {
         let mut cfg = ImagesConfig::default();
-        assert_eq!(cfg.eval.ais.box_moves, BoxMoves::Reject, "moves in pixel space are the default");
+        assert_eq!(cfg.eval.ais.box_moves, BoxMoves::Reject, "a config without the key means pixel-space moves");
         let set: AisSettings = toml::from_str(r#"box_moves = "tanh""#).unwrap();
         assert_eq!(set.box_moves, BoxMoves::Tanh);
         let e = toml::from_str::<AisSettings>(r#"box_moves = "reflect""#).unwrap_err().to_string();
@@ -347,7 +364,22 @@ mod tests {
     #[test]
     fn the_path_setting_parses_validates_and_lists_the_noise_levels() {
         let mut cfg = ImagesConfig::default();
-        assert_eq!(cfg.eval.ais.path, AisPath::Direct, "the direct path is the default");
+        assert_eq!(cfg.eval.ais.path, AisPath::Direct, "a config without the key means the direct path");
+        assert_eq!(cfg.eval.ais.path.resolve(&cfg), AisPath::Direct);
+        // auto: the noise levels for drl (checked like them), the direct path for the others
+        cfg.eval.ais.path = AisPath::Auto;
+        assert_eq!(cfg.eval.ais.path.resolve(&cfg), AisPath::Direct);
+        assert_eq!(cfg.eval.ais.path.describe(&cfg), "direct");
+        assert!(cfg.eval.ais.path.levels(&cfg).is_empty());
+        cfg.method = ImageMethod::Drl;
+        assert_eq!(cfg.eval.ais.path.resolve(&cfg), AisPath::NoiseLevels);
+        assert_eq!(AisPath::Direct.resolve(&cfg), AisPath::Direct);
+        assert_eq!(cfg.eval.ais.path.levels(&cfg).len(), cfg.drl.scales.levels);
+        cfg.drl.ais_steps = Some(3);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("eval.ais.path = \"auto\"") && e.contains("is 3"), "{e}");
+        cfg.drl.ais_steps = None;
+        assert_eq!(toml::from_str::<AisSettings>(r#"path = "auto""#).unwrap().path, AisPath::Auto);
         let set: AisSettings = toml::from_str(r#"path = "noise_levels""#).unwrap();
         assert_eq!(set.path, AisPath::NoiseLevels);
         assert!(toml::from_str::<AisSettings>(r#"path = "levels""#).unwrap_err().to_string().contains("noise_levels"));

@@ -191,17 +191,21 @@ pub struct AisSettings {
     /// The start distribution.
     pub base: AisBaseSetting,
     /// Resample the chains when their weights degenerate (AIS becomes an SMC sampler; see
-    /// `ebm_core::ais::Resample`), e.g. `{ ess_fraction = 0.5, groups = 8 }`; unset: plain AIS.
+    /// `ebm_core::ais::Resample`), e.g. `{ ess_fraction = 0.5, groups = 8 }` (as in `experiments/exp_images.toml`:
+    /// the groups' spread gives the standard error); unset: plain AIS.
     pub resample: Option<Resample>,
-    /// The chains' path from the base to the model: `"direct"` (one geometric bridge) or `"noise_levels"`
-    /// (`--method drl`: through the model at each level of `drl.scales`, largest first; see [`AisPath`]).
+    /// The chains' path from the base to the model: `"auto"` (the noise levels for `--method drl`, direct for
+    /// the others; what `experiments/exp_images.toml` sets), `"direct"` (one geometric bridge; what a config
+    /// without the key means, as configs written before `"auto"` did) or `"noise_levels"` (`--method drl`:
+    /// through the model at each level of `drl.scales`, largest first; see [`AisPath`]).
     pub path: AisPath,
     /// The seed of the AIS chains (libtorch's RNG, set just before AIS); unset: `seed + 13`. Changing it gives
     /// an independent AIS estimate of the same model on the same data split (`seed` also sets the split).
     pub seed: Option<u64>,
-    /// How the chains move on the data box: `"reject"` (in pixel space; MALA rejects proposals that leave the
-    /// box) or `"tanh"` (in `atanh` coordinates, where the box has no faces: for models whose mass lies on the
-    /// box's faces; same `log Z`, see `ebm_core::ais::BoxMoves`).
+    /// How the chains move on the data box: `"tanh"` (in `atanh` coordinates, where the box has no faces, for
+    /// images whose pixels and mass lie on the box's faces; same `log Z`, see `ebm_core::ais::BoxMoves`; what
+    /// `experiments/exp_images.toml` sets) or `"reject"` (in pixel space; MALA rejects proposals that leave the
+    /// box; what a config without the key means, as configs written before this setting did).
     pub box_moves: BoxMoves,
 }
 
@@ -302,8 +306,8 @@ pub struct DrlSettings {
     pub steps_per_level: usize,
     /// Sampling: Langevin steps on the top level's marginal, from `N(0, sigma_max²)`, before the descent.
     pub top_steps: usize,
-    /// AIS steps for this method (unset: `eval.ais.steps`): the density at `sigma_min` is far sharper than the
-    /// replay EBM's, and AIS from the uniform base needs a longer path to it.
+    /// AIS steps for this method (unset: `eval.ais.steps`), shared among the noise levels of its path (the
+    /// default `eval.ais.path = "auto"`): the density at `sigma_min` is far sharper than the replay EBM's.
     pub ais_steps: Option<usize>,
 }
 

@@ -154,7 +154,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// expectation) is unreliable: the settings that made DRL's converge on the digits, then more steps.
 fn unreliable_hint(cfg: &ImagesConfig) -> String {
     let mut tries = Vec::new();
-    if cfg.method == ImageMethod::Drl && cfg.eval.ais.path == AisPath::Direct {
+    if cfg.method == ImageMethod::Drl && cfg.eval.ais.path.resolve(cfg) == AisPath::Direct {
         tries.push("eval.ais.path = \"noise_levels\"".to_string());
     }
     if cfg.eval.ais.box_moves == BoxMoves::Reject {
@@ -313,11 +313,12 @@ mod tests {
     #[test]
     fn an_unreliable_ais_points_at_the_settings_not_yet_tried() {
         let mut cfg = ImagesConfig { method: ImageMethod::Drl, ..Default::default() };
+        assert_eq!(cfg.eval.ais.path, AisPath::Direct);
         assert_eq!(
             unreliable_hint(&cfg),
             "; unreliable: try eval.ais.path = \"noise_levels\", eval.ais.box_moves = \"tanh\", more drl.ais_steps"
         );
-        cfg.eval.ais.path = AisPath::NoiseLevels;
+        cfg.eval.ais.path = AisPath::Auto; // the noise levels, for drl
         cfg.eval.ais.box_moves = BoxMoves::Tanh;
         assert_eq!(unreliable_hint(&cfg), "; unreliable: try more drl.ais_steps");
         cfg.method = ImageMethod::Replay;
