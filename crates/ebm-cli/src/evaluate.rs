@@ -5,7 +5,7 @@
 
 use crate::data::DataInfo;
 use anyhow::{bail, Context, Result};
-use ebm_core::ais::{ais, AisBase, AisConfig};
+use ebm_core::ais::{ais, AisBase, AisConfig, BoxMoves};
 use ebm_core::energy::GaussianMixture;
 use ebm_core::eval::{auroc, f_of, grid_log_z, ksd, mmd2_rbf, nll, GridSpec, KsdConfig, DEFAULT_MARGIN};
 use ebm_core::EnergyModel;
@@ -156,15 +156,17 @@ pub fn evaluate(
             push("kl", test_nll - h, "KL(p_data ‖ p_θ) estimated on the data, nats");
         }
     } else if s.ais_chains > 0 {
-        let base = match info.pixel_range {
-            Some((lo, hi)) => AisBase::Uniform { low: lo, high: hi },
+        // images: the pixel box, the chains in atanh coordinates (pixels, and so the mass, sit on the box's faces:
+        // in pixel space MALA rejects most proposals there; README, "DRL's log Z, converged")
+        let (base, box_moves) = match info.pixel_range {
+            Some((lo, hi)) => (AisBase::Uniform { low: lo, high: hi }, BoxMoves::Tanh),
             None => {
                 let sd = f64::try_from(data.std(true)).unwrap_or(1.0).max(1e-3);
                 let mean = f64::try_from(data.mean(Kind::Double)).unwrap_or(0.0);
-                AisBase::Gaussian { mean, std: 2.0 * sd }
+                (AisBase::Gaussian { mean, std: 2.0 * sd }, BoxMoves::Reject)
             }
         };
-        let cfg = AisConfig { chains: s.ais_chains, steps: s.ais_steps, base, ..AisConfig::default() };
+        let cfg = AisConfig { chains: s.ais_chains, steps: s.ais_steps, base, box_moves, ..AisConfig::default() };
         let r = ais(m, &cfg, device).map_err(|e| anyhow::anyhow!("AIS: {e}"))?;
         let mean_f = f.iter().sum::<f64>() / f.len() as f64;
         push("log_z", r.log_z, "log Z by AIS (annealed importance sampling)");

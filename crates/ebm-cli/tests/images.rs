@@ -86,4 +86,12 @@ fn digits_train_sample_and_compose_by_label() {
         serde_json::from_slice(&std::fs::read(d.join("runs/conv/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["model"], "conv");
     assert!(summary["metrics"]["mmd2"].as_f64().unwrap().is_finite());
+
+    // eval on the held-out digits: AIS on the pixel box (chains in atanh coordinates) gives a finite log Z
+    let eval = ["eval", "runs/conv", "--samples", "16", "--ais-chains", "16", "--ais-steps", "50", "--out", "e.json"];
+    ok(d, &[&eval[..], &["--device", "cpu"]].concat());
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("e.json")).unwrap()).unwrap();
+    let m = |k: &str| e["metrics"][k].as_f64().unwrap_or_else(|| panic!("no {k} in {e}"));
+    let ess = m("ais_ess");
+    assert!(m("log_z").is_finite() && m("test_ll").is_finite() && (1.0..=16.0 + 1e-9).contains(&ess), "{e}");
 }
