@@ -267,18 +267,8 @@ impl Default for CdVsSmConfig {
         CdVsSmConfig {
             datasets: ["8gaussians", "rings", "checkerboard", "two_gaussians"].map(String::from).to_vec(),
             data_outliers: OnOutliers::Warn,
-            methods: vec![
-                Method::Cd1,
-                Method::Cdk,
-                Method::Pcd,
-                Method::Replay,
-                Method::SmExact,
-                Method::SmHutchinson,
-                Method::Dsm,
-                Method::Ed,
-                Method::Nce,
-                Method::Drl,
-            ],
+            // every method but sliced SM (an opt-in: `methods = [..., "sm_sliced"]`), in table order
+            methods: Method::ALL.into_iter().filter(|&m| m != Method::SmSliced).collect(),
             seed: 0,
             device: DeviceArg::Auto,
             threads: 0,
